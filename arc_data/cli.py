@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build and inspect Arrow-backed ARC datasets",

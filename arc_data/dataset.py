@@ -221,6 +221,7 @@ class TrainSampler:
             raise DataError(f"global batch size {global_batch_size} exceeds the {per_epoch} training examples of one "
                             "epoch; lower the batch size or build more tasks")
         self.epoch, self.batch = 0, 0  # position of the next batch
+        self._epoch_batches: int | None = None  # batches in self.epoch, once planned
 
     def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
         """Global rows of one epoch: (versions, base examples, training slots, batch start offsets)."""
@@ -254,6 +255,7 @@ class TrainSampler:
         """Endless stream from the current position; `state_dict()` after a batch resumes after it."""
         while True:
             versions, examples, slots, starts = self.plan(self.epoch)
+            self._epoch_batches = len(starts)
             while self.batch < len(starts):
                 lo = starts[self.batch] + self.rank * self.local_batch_size
                 hi = lo + self.local_batch_size
@@ -262,9 +264,12 @@ class TrainSampler:
             self.epoch, self.batch = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, int]:
+        if self._epoch_batches is not None and self.batch >= self._epoch_batches:
+            return {"seed": self.seed, "epoch": self.epoch + 1, "batch": 0}  # the epoch is used up
         return {"seed": self.seed, "epoch": self.epoch, "batch": self.batch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["seed"] != self.seed:
             raise DataError(f"sampler state was saved with seed {state['seed']}, not {self.seed}")
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self._epoch_batches = None
