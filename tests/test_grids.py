@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 
 from arc_data.canvas import render
 from arc_data.grids import (
-    CANVAS, DIHEDRAL_INVERSE, EOS, PAD, augment, crop, dihedral, encode, inverse_dihedral, unaugment,
+    CANVAS,
+    DIHEDRAL_INVERSE,
+    EOS,
+    PAD,
+    augment,
+    crop,
+    dihedral,
+    encode,
+    inverse_dihedral,
+    unaugment,
 )
 
 grids = st.tuples(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1)).map(
