@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -162,10 +161,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, force: bool = False, progre
     if problems:
         raise DataError(problems)
     tasks = _select_tasks(sources, cfg)
-    tasks, dropped = _check_overlap(tasks, cfg.allow_overlap)
-    if dropped and progress:
-        print(f"warning: dropped {dropped} training pair(s) identical to a scored test pair (leakage guard)",
-              file=sys.stderr)
+    tasks, dropped = _check_overlap(tasks, cfg.allow_overlap)  # reported via counts.dropped_leaking_pairs
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
