@@ -1,0 +1,72 @@
+"""The network: parameter counts pinned to the spec's table, shapes, recursion, initial states."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from trainer.model import Carry, ModelConfig, TinyRecursiveModel, trunc_normal_
+
+# (config, parameters counted by model.parameters(), spec §3.6)
+PARAM_TABLE = [
+    ("trm_default", dict(hidden_size=512, layers=2, cycles=3, latent_steps=6, supervision_steps=16), 6_829_058),
+    ("dis_compact", dict(hidden_size=256, puzzle_emb_ndim=256, layers=1, cycles=1, latent_steps=2,
+                         supervision_steps=6, timestep_embedding=True), 860_674),
+    ("dis_medium", dict(hidden_size=512, layers=2, cycles=1, latent_steps=2, supervision_steps=6,
+                        timestep_embedding=True), 6_833_154),
+    ("trm_compact_no_timestep", dict(hidden_size=256, puzzle_emb_ndim=256, layers=1, cycles=1, latent_steps=2),
+     863_234 - 4_608),
+    ("sudoku_mlp_t", dict(vocab_size=11, seq_len=81, mixer="mlp_t", pos_encodings="none"), 5_028_866),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,expected", PARAM_TABLE, ids=[p[0] for p in PARAM_TABLE])
+def test_parameter_counts_match_spec(name, kwargs, expected):
+    model = TinyRecursiveModel(ModelConfig(**kwargs))
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_block_applications_per_sample():
+    trm = TinyRecursiveModel(ModelConfig(hidden_size=64, num_heads=4, puzzle_emb_ndim=64, seq_len=16))
+    dis = TinyRecursiveModel(ModelConfig(hidden_size=64, num_heads=4, puzzle_emb_ndim=64, seq_len=16,
+                                         cycles=1, latent_steps=2, supervision_steps=6))
+    grad, no_grad = trm.applications_per_step
+    assert 16 * (grad + no_grad) == 336
+    grad, no_grad = dis.applications_per_step
+    assert 6 * (grad + no_grad) == 18 and no_grad == 0
+
+
+def test_forward_shapes_grad_path_and_detached_carry():
+    cfg = ModelConfig(hidden_size=32, num_heads=4, puzzle_emb_ndim=32, puzzle_emb_len=2, seq_len=9,
+                      layers=1, cycles=2, latent_steps=2, supervision_steps=3, timestep_embedding=True)
+    model = TinyRecursiveModel(cfg)
+    tokens = torch.randint(0, 12, (3, 9))
+    x = model.embed(tokens, torch.randn(3, 32), torch.tensor([1, 2, 3]), torch.float32)
+    assert x.shape == (3, 11, 32)
+    carry = model.initial_carry(3, torch.float32)
+    new, logits, q = model(carry, x)
+    assert logits.shape == (3, 9, 12) and q.shape == (3, 2) and q.dtype == torch.float32
+    assert not new.answer.requires_grad and not new.latent.requires_grad
+    logits.sum().backward()
+    assert model.blocks[0].mlp.down.weight.grad is not None
+    assert torch.allclose(q, torch.tensor(-5.0))  # q head starts at weight 0, bias -5
+    # Resetting rows restores the fixed initial states only there.
+    reset = model.reset(Carry(new.answer, new.latent), torch.tensor([True, False, False]))
+    assert torch.equal(reset.answer[0], carry.answer[0]) and torch.equal(reset.answer[1], new.answer[1])
+
+
+def test_invalid_configs_name_the_field():
+    with pytest.raises(ValidationError, match="divisible by num_heads"):
+        ModelConfig(hidden_size=30, num_heads=4)
+    with pytest.raises(ValidationError, match="puzzle_emb_len must be 0"):
+        ModelConfig(puzzle_emb_ndim=0, puzzle_emb_len=16)
+    with pytest.raises(ValidationError, match="does not fit"):
+        ModelConfig(hidden_size=64, num_heads=4, puzzle_emb_ndim=512, puzzle_emb_len=2)
+    with pytest.raises(ValidationError, match="latent_steps"):
+        ModelConfig(latent_steps=0)
+
+
+def test_truncated_normal_has_requested_std():
+    t = trunc_normal_(torch.empty(200_000), 0.5)
+    assert abs(t.std().item() - 0.5) < 0.01 and t.abs().max() <= 2 * 0.5 * 1.14

@@ -1,0 +1,54 @@
+"""The one place that decides device, compute dtype, distributed backend and torch.compile.
+
+CPU: fp32 (bf16 is ~1.7x slower on the dev CPUs), gloo, no compile, one torch thread per
+process unless told otherwise. CUDA: bf16, NCCL, compile on request. Nothing else in disco
+names a device type.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype  # activations and carries; master weights stay fp32
+    backend: str  # torch.distributed backend
+    compile: bool
+
+    @property
+    def is_accelerator(self) -> bool:
+        return self.device.type != "cpu"
+
+
+def pick_runtime(prefer: str = "auto", precision: Precision = "auto", compile: bool | None = None,
+                 local_rank: int = 0) -> Runtime:
+    """prefer: "auto" | "cpu" | "cuda"; compile None = on for CUDA only."""
+    use_cuda = torch.cuda.is_available() and prefer in ("auto", "cuda")
+    if prefer == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch sees no GPU")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if precision == "auto":
+        dtype = torch.bfloat16 if use_cuda else torch.float32
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    return Runtime(device=device, dtype=dtype, backend="nccl" if use_cuda else "gloo",
+                   compile=use_cuda if compile is None else compile)
+
+
+def set_cpu_threads(default: int = 1) -> int:
+    """Torch intra-op threads = OMP_NUM_THREADS (Ray sets it to the worker's CPUs) or `default`."""
+    n = int(os.environ.get("OMP_NUM_THREADS", default))
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
