@@ -70,3 +70,19 @@ def test_invalid_configs_name_the_field():
 def test_truncated_normal_has_requested_std():
     t = trunc_normal_(torch.empty(200_000), 0.5)
     assert abs(t.std().item() - 0.5) < 0.01 and t.abs().max() <= 2 * 0.5 * 1.14
+
+
+def test_runtime_on_this_machine():
+    from trainer.device import pick_runtime, set_cpu_threads
+
+    rt = pick_runtime()
+    if not torch.cuda.is_available():
+        assert (rt.device.type, rt.dtype, rt.backend, rt.compile) == ("cpu", torch.float32, "gloo", False)
+        with pytest.raises(RuntimeError, match="CUDA was requested"):
+            pick_runtime("cuda")
+    assert pick_runtime("cpu", precision="bf16").dtype == torch.bfloat16
+    before = torch.get_num_threads()
+    try:
+        assert set_cpu_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
