@@ -72,7 +72,7 @@ def test_truncated_normal_has_requested_std():
     assert abs(t.std().item() - 0.5) < 0.01 and t.abs().max() <= 2 * 0.5 * 1.14
 
 
-def test_runtime_on_this_machine():
+def test_runtime_on_this_machine(monkeypatch):
     from trainer.device import pick_runtime, set_cpu_threads
 
     rt = pick_runtime()
@@ -83,6 +83,9 @@ def test_runtime_on_this_machine():
     assert pick_runtime("cpu", precision="bf16").dtype == torch.bfloat16
     before = torch.get_num_threads()
     try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         assert set_cpu_threads(1) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert set_cpu_threads(1) == 2
     finally:
         torch.set_num_threads(before)
