@@ -94,6 +94,7 @@ def draw_translations(
     rng: np.random.Generator,
     tids: np.ndarray,
     shapes: np.ndarray,
+    canvas: int = CANVAS,
 ) -> np.ndarray:
     """Top-left offsets [V, E, 2] for each version's E training-split examples.
 
@@ -106,8 +107,8 @@ def draw_translations(
     max_w = np.maximum(shapes[:, 1], shapes[:, 3])[None]
     span_r = np.where(swap, max_w, max_h)
     span_c = np.where(swap, max_h, max_w)
-    rows = rng.integers(0, CANVAS - span_r + 1, size=(n_versions, n_ex))
-    cols = rng.integers(0, CANVAS - span_c + 1, size=(n_versions, n_ex))
+    rows = rng.integers(0, canvas - span_r + 1, size=(n_versions, n_ex))
+    cols = rng.integers(0, canvas - span_c + 1, size=(n_versions, n_ex))
     keep = rng.integers(0, n_ex, size=n_versions)
     rows[np.arange(n_versions), keep] = 0
     cols[np.arange(n_versions), keep] = 0

@@ -42,8 +42,7 @@ def _select_tasks(sources: list[Source], cfg: BuildConfig) -> list[Task]:
             if not any(want in (t.subset, t.subset.split("/")[-1]) for t in tasks):
                 raise DataError(f"--subsets: no subset named {want!r}; available: {', '.join(known)}")
         tasks = [t for t in tasks if t.subset in cfg.subsets or t.subset.split("/")[-1] in cfg.subsets]
-    if cfg.max_grid:
-        tasks = [t for t in tasks if t.max_side <= cfg.max_grid]
+    tasks = [t for t in tasks if t.max_side <= cfg.grid_limit]
     by_subset: dict[str, list[Task]] = {}
     for t in tasks:
         by_subset.setdefault(t.subset, []).append(t)
@@ -52,7 +51,7 @@ def _select_tasks(sources: list[Source], cfg: BuildConfig) -> list[Task]:
         subset_tasks.sort(key=lambda t: t.task_id)
         tasks += subset_tasks[: cfg.tasks] if cfg.tasks else subset_tasks
     if not tasks:
-        raise DataError("no tasks left after --subsets/--max-grid/--tasks filtering")
+        raise DataError("no tasks left after --subsets/--max-grid/--canvas/--tasks filtering")
     return tasks
 
 
@@ -112,7 +111,7 @@ def _task_versions(ti: int, task: Task, cfg: BuildConfig) -> dict[str, np.ndarra
     all_pairs = [(p.input, p.output) for p in task.train + task.test]
     tids, cmaps = select_versions(all_pairs, cfg.augmentations, rng, cfg.retries_factor)
     shapes = np.array([[*p.input.shape, *p.output.shape] for p in _train_pairs(task)], dtype=np.int64)
-    trans = draw_translations(rng, tids, shapes).reshape(tids.size, -1)
+    trans = draw_translations(rng, tids, shapes, cfg.canvas).reshape(tids.size, -1)
     return {"task_index": np.full(tids.size, ti, dtype=np.int32), "dihedral": tids, "colour_map": cmaps,
             "translation": trans}
 
@@ -168,7 +167,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, force: bool = False, progre
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        fp = Fingerprint()
+        fp = Fingerprint(cfg.canvas)
         n_versions = np.array(_write_versions(tasks, cfg, tmp / "versions.arrow", fp, progress), dtype=np.int64)
         n_train = np.array([len(_train_pairs(t)) for t in tasks], dtype=np.int64)
         n_test = np.array([len(t.test) if t.role == "eval" else 0 for t in tasks], dtype=np.int64)

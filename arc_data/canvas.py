@@ -7,16 +7,23 @@ batch of B grids, each with its own transform, colour map and offset, becomes a 
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
-from .grids import CANVAS, COLOUR_OFFSET, EOS, PAD, SEQ_LEN
+from .grids import CANVAS, COLOUR_OFFSET, EOS, PAD
 
 # Per dihedral id: (swap axes, flip source rows, flip source columns); see grids.dihedral.
 _SWAP = np.array([0, 1, 0, 1, 0, 0, 1, 1], dtype=bool)
 _FLIP_R = np.array([0, 0, 1, 1, 0, 1, 0, 1], dtype=bool)
 _FLIP_C = np.array([0, 1, 1, 0, 1, 0, 0, 1], dtype=bool)
-_I = (np.arange(SEQ_LEN, dtype=np.int32) // CANVAS)[None]
-_J = (np.arange(SEQ_LEN, dtype=np.int32) % CANVAS)[None]
+
+
+@cache
+def _cells(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of every canvas cell, [1, side*side] each."""
+    flat = np.arange(side * side, dtype=np.int32)
+    return (flat // side)[None], (flat % side)[None]
 
 
 def render(
@@ -28,13 +35,15 @@ def render(
     colour_maps: np.ndarray,
     rows: np.ndarray,
     cols: np.ndarray,
+    side: int = CANVAS,
 ) -> np.ndarray:
-    """Token canvases [B, 900] uint8 for B grids.
+    """Token canvases [B, side*side] uint8 for B grids.
 
     cells: flat uint8 colours of all base grids; start/height/width: [B] per-row grid location
     and (untransformed) shape; tids: [B] dihedral ids; colour_maps: [B, 10]; rows/cols: [B] offsets.
     """
     b = start.shape[0]
+    _I, _J = _cells(side)
     h = height.astype(np.int32)
     w = width.astype(np.int32)
     swap, fr, fc = _SWAP[tids], _FLIP_R[tids], _FLIP_C[tids]

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=int, default=42, help="seed of every random choice (default 42)")
     b.add_argument("--max-grid", type=int, help="keep only tasks whose grids all fit in KxK")
     b.add_argument("--tasks", type=int, help="keep the first N tasks (by id) of each subset")
+    b.add_argument("--canvas", type=int, default=30,
+                   help="side of the token canvas (default 30 as the reference; e.g. 10 with --max-grid 9 "
+                        "gives 100-token sequences for CPU runs); keeps only tasks that fit")
     b.add_argument("--subsets", nargs="+", help="keep only these subsets (e.g. training, arc1/evaluation)")
     b.add_argument("--eval-subsets", nargs="+",
                    help="subsets whose test pairs form the test split (default: names with eval/test, flat dirs)")
@@ -56,7 +59,7 @@ def _build(args: argparse.Namespace) -> None:
 
     cfg = BuildConfig(sources=args.source, augmentations=args.augmentations, seed=args.seed, max_grid=args.max_grid,
                       tasks=args.tasks, subsets=args.subsets, eval_subsets=args.eval_subsets,
-                      allow_overlap=args.allow_overlap)
+                      allow_overlap=args.allow_overlap, canvas=args.canvas)
     m = build_dataset(cfg, args.out, force=args.force, progress=sys.stderr.isatty())
     _print_summary(args.out, m)
 
@@ -71,7 +74,9 @@ def _print_summary(path: str, m) -> None:
     print(f"versions     {c.versions} puzzle identifiers (+1 blank); {c.short_groups} puzzles short of "
           f"{m.build.augmentations + 1}, smallest {c.min_group}")
     print(f"base pairs   {c.base_train_pairs} train, {c.base_test_pairs} test")
-    print(f"rows         {c.train_examples} train, {c.test_examples} test (rendered on the fly)")
+    side = m.build.canvas
+    print(f"rows         {c.train_examples} train, {c.test_examples} test, {side}x{side} canvas = {side * side} "
+          "tokens (rendered on the fly)")
     if c.dropped_leaking_pairs:
         print(f"leakage      {c.dropped_leaking_pairs} training pair(s) equal to scored test pairs were dropped")
     print(f"on disk      {size / 2**20:.1f} MiB in {len(m.files)} tables + manifest.json")

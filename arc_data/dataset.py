@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .canvas import render
 from .errors import DataError
-from .grids import IGNORE_LABEL, PAD, SEQ_LEN, unaugment, version_name
+from .grids import IGNORE_LABEL, PAD, unaugment, version_name
 from .manifest import Manifest
 from .tables import fingerprint, read_table
 
@@ -26,8 +26,8 @@ TRAIN, TEST = 0, 1
 class Batch:
     """One rank's rows. `puzzle_identifiers == 0` marks padding rows (test mode only)."""
 
-    inputs: np.ndarray  # [B, 900] uint8 tokens: PAD=0, EOS=1, colours 2..11
-    labels: np.ndarray  # [B, 900] int16 tokens, IGNORE_LABEL (-100) where the label is PAD
+    inputs: np.ndarray  # [B, seq_len] uint8 tokens: PAD=0, EOS=1, colours 2..11 (seq_len = canvas², 900)
+    labels: np.ndarray  # [B, seq_len] int16 tokens, IGNORE_LABEL (-100) where the label is PAD
     puzzle_identifiers: np.ndarray  # [B] int32; identifier = version row + 1
     example_index: np.ndarray  # [B] int32 row of examples.arrow (base pair); -1 for padding
 
@@ -56,6 +56,8 @@ class ArcDataset:
         except (OSError, pa.ArrowInvalid) as e:
             raise DataError(f"{self.root}: unreadable dataset table ({e}); rebuild it with `disco data build`") from None
         self._tables = {"tasks": tasks, "examples": examples, "versions": versions}
+        self.canvas = self.manifest.build.canvas
+        self.seq_len = self.canvas * self.canvas
         if len(versions) != self.manifest.counts.versions or len(tasks) != self.manifest.counts.tasks:
             raise DataError(f"{self.root}: tables do not match manifest.json counts; rebuild the dataset")
 
@@ -100,7 +102,7 @@ class ArcDataset:
 
     def verify(self) -> None:
         """Recompute the fingerprint from the tables; raise if the data changed since the build."""
-        if fingerprint(self._tables) != self.manifest.fingerprint:
+        if fingerprint(self._tables, self.canvas) != self.manifest.fingerprint:
             raise DataError(f"{self.root}: contents do not match the manifest fingerprint (modified or corrupt)")
 
     def task_index(self, task_id: str) -> int:
@@ -136,7 +138,7 @@ class ArcDataset:
     # ------------------------------------------------------------------ rendering
 
     def render_rows(self, versions: np.ndarray, examples: np.ndarray, slots: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Token inputs [B,900] uint8 and labels [B,900] int16 for (version, base example) rows.
+        """Token inputs [B, seq_len] uint8 and labels [B, seq_len] int16 for (version, base example) rows.
 
         `slots` are the examples' positions within their task's training split; they select the
         stored translations. None renders untranslated (test split).
@@ -148,9 +150,9 @@ class ArcDataset:
             at = self.v_trans_start[versions] + 2 * slots
             rows, cols = self.v_trans[at], self.v_trans[at + 1]
         inputs = render(self._in_cells, self._in_start[examples], self.in_shape[examples, 0],
-                        self.in_shape[examples, 1], tids, cmaps, rows, cols)
+                        self.in_shape[examples, 1], tids, cmaps, rows, cols, self.canvas)
         out = render(self._out_cells, self._out_start[examples], self.out_shape[examples, 0],
-                     self.out_shape[examples, 1], tids, cmaps, rows, cols)
+                     self.out_shape[examples, 1], tids, cmaps, rows, cols, self.canvas)
         labels = out.astype(np.int16)
         labels[out == PAD] = IGNORE_LABEL
         return inputs, labels
@@ -187,8 +189,8 @@ class ArcDataset:
         ids = (versions + 1).astype(np.int32)
         ex = examples.astype(np.int32)
         if (pad := pad_to - versions.size) > 0:
-            inputs = np.concatenate([inputs, np.full((pad, SEQ_LEN), PAD, np.uint8)])
-            labels = np.concatenate([labels, np.full((pad, SEQ_LEN), IGNORE_LABEL, np.int16)])
+            inputs = np.concatenate([inputs, np.full((pad, self.seq_len), PAD, np.uint8)])
+            labels = np.concatenate([labels, np.full((pad, self.seq_len), IGNORE_LABEL, np.int16)])
             ids = np.concatenate([ids, np.zeros(pad, np.int32)])
             ex = np.concatenate([ex, np.full(pad, -1, np.int32)])
         return Batch(inputs, labels, ids, ex)

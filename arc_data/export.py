@@ -10,16 +10,17 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .dataset import TRAIN, ArcDataset
-from .grids import SEQ_LEN
 
-SCHEMA = pa.schema([
-    ("split", pa.string()),
-    ("name", pa.string()),
-    ("puzzle_identifier", pa.int32()),
-    ("example_index", pa.int32()),
-    ("inputs", pa.list_(pa.uint8(), SEQ_LEN)),
-    ("labels", pa.list_(pa.int16(), SEQ_LEN)),
-])
+
+def _schema(seq_len: int) -> pa.Schema:
+    return pa.schema([
+        ("split", pa.string()),
+        ("name", pa.string()),
+        ("puzzle_identifier", pa.int32()),
+        ("example_index", pa.int32()),
+        ("inputs", pa.list_(pa.uint8(), seq_len)),
+        ("labels", pa.list_(pa.int16(), seq_len)),
+    ])
 
 
 def _train_rows(ds: ArcDataset, max_versions: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,7 +36,7 @@ def _train_rows(ds: ArcDataset, max_versions: int | None) -> tuple[np.ndarray, n
 
 def export_parquet(ds: ArcDataset, out: str | Path, split: str = "all", max_versions: int | None = None,
                    chunk: int = 8192, progress: bool = True) -> int:
-    """Write rows (split, name, identifier, example, inputs[900], labels[900]); returns the row count."""
+    """Write rows (split, name, identifier, example, inputs, labels); returns the row count."""
     out = Path(out).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -46,8 +47,9 @@ def export_parquet(ds: ArcDataset, out: str | Path, split: str = "all", max_vers
         parts.append(("test", v, e, None))
     total = sum(p[1].size for p in parts)
     tmp = out.with_name(f".{out.name}.tmp")
+    schema = _schema(ds.seq_len)
     try:
-        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer, \
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, \
                 tqdm(total=total, desc="exporting", unit="row", disable=not progress) as bar:
             for name, versions, examples, slots in parts:
                 for lo in range(0, versions.size, chunk):
@@ -59,9 +61,9 @@ def export_parquet(ds: ArcDataset, out: str | Path, split: str = "all", max_vers
                         pa.array([ds.name(int(v) + 1) for v in versions[sl]], pa.string()),
                         pa.array(versions[sl] + 1, pa.int32()),
                         pa.array(examples[sl], pa.int32()),
-                        pa.FixedSizeListArray.from_arrays(pa.array(inputs.ravel()), SEQ_LEN),
-                        pa.FixedSizeListArray.from_arrays(pa.array(labels.ravel()), SEQ_LEN),
-                    ], schema=SCHEMA))
+                        pa.FixedSizeListArray.from_arrays(pa.array(inputs.ravel()), ds.seq_len),
+                        pa.FixedSizeListArray.from_arrays(pa.array(labels.ravel()), ds.seq_len),
+                    ], schema=schema))
                     bar.update(n)
         tmp.replace(out)
     except BaseException:

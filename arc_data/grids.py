@@ -7,6 +7,7 @@ PAD=0, EOS=1 and colour+2. Every function here is pure: no RNG, no I/O.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
@@ -61,31 +62,33 @@ def unaugment(grid: np.ndarray, tid: int, colour_map: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(invert_colour_map(colour_map)[inverse_dihedral(grid, tid)])
 
 
-def encode(grid: np.ndarray, row: int = 0, col: int = 0) -> np.ndarray:
-    """Place `grid` on the 30x30 canvas at (row, col) with its EOS frame; flat [900] uint8.
+def encode(grid: np.ndarray, row: int = 0, col: int = 0, canvas_side: int = CANVAS) -> np.ndarray:
+    """Place `grid` on the square canvas (30x30 by default) at (row, col) with its EOS frame; flat uint8.
 
     EOS marks the row below and the column right of the grid; the corner stays PAD (spec §1.3).
     """
     h, w = grid.shape
-    canvas = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
+    canvas = np.zeros((canvas_side, canvas_side), dtype=np.uint8)
     canvas[row : row + h, col : col + w] = grid + COLOUR_OFFSET
-    if row + h < CANVAS:
+    if row + h < canvas_side:
         canvas[row + h, col : col + w] = EOS
-    if col + w < CANVAS:
+    if col + w < canvas_side:
         canvas[row : row + h, col + w] = EOS
     return canvas.reshape(-1)
 
 
 def crop(tokens: np.ndarray) -> np.ndarray:
-    """Read a predicted grid from the top-left of a [900] token canvas (the evaluator's crop).
+    """Read a predicted grid from the top-left of a flat square token canvas (the evaluator's crop).
 
     Scans rows top-down, shrinking the width to the first non-colour token, and keeps the
     rectangle of maximal area. Returns colours 0..9; an empty (0x0) grid if (0,0) is no colour.
     """
-    canvas = np.asarray(tokens).reshape(CANVAS, CANVAS)
+    tokens = np.asarray(tokens)
+    side = math.isqrt(tokens.size)
+    canvas = tokens.reshape(side, side)
     is_colour = (canvas >= COLOUR_OFFSET) & (canvas < VOCAB_SIZE)
-    best_area, best_h, best_w, width = 0, 0, 0, CANVAS
-    for r in range(CANVAS):
+    best_area, best_h, best_w, width = 0, 0, 0, side
+    for r in range(side):
         stops = np.flatnonzero(~is_colour[r, :width])
         if stops.size:
             width = int(stops[0])

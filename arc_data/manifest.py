@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import DataError
 
@@ -26,6 +26,18 @@ class BuildConfig(BaseModel):
     eval_subsets: list[str] | None = Field(None, description="subsets scored on their test pairs (default: by name)")
     allow_overlap: bool = Field(False, description="permit test pairs that also appear among training pairs")
     retries_factor: int = Field(5, ge=1, le=100, description="attempts per wanted augmentation before giving up")
+    canvas: int = Field(30, ge=1, le=30, description="side of the square token canvas (30 = the reference); "
+                        "smaller canvases keep only tasks that fit and make CPU runs cheap")
+
+    @model_validator(mode="after")
+    def _grid_fits_canvas(self) -> BuildConfig:
+        if self.max_grid is not None and self.max_grid > self.canvas:
+            raise ValueError(f"max_grid {self.max_grid} exceeds the canvas side {self.canvas}")
+        return self
+
+    @property
+    def grid_limit(self) -> int:
+        return min(self.max_grid or self.canvas, self.canvas)
 
 
 class SourceRecord(BaseModel):

@@ -127,7 +127,8 @@ def _column_buffers(arr: pa.Array) -> list[np.ndarray]:
 class Fingerprint:
     """sha256 over every column's values, independent of file encoding and of batch boundaries."""
 
-    def __init__(self) -> None:
+    def __init__(self, canvas: int) -> None:
+        self.canvas = canvas
         self._streams: dict[tuple[str, str, int], hashlib._Hash] = {}
 
     def update(self, table: str, batch: pa.RecordBatch | pa.Table) -> None:
@@ -139,14 +140,14 @@ class Fingerprint:
                     self._streams.setdefault(key, hashlib.sha256()).update(np.ascontiguousarray(buf).view(np.uint8).ravel())
 
     def hexdigest(self) -> str:
-        h = hashlib.sha256(f"disco-arc-dataset/{SCHEMA_VERSION}".encode())
+        h = hashlib.sha256(f"disco-arc-dataset/{SCHEMA_VERSION}/canvas={self.canvas}".encode())
         for key in sorted(self._streams):
             h.update(repr(key).encode() + self._streams[key].digest())
         return h.hexdigest()
 
 
-def fingerprint(tables: dict[str, pa.Table]) -> str:
-    fp = Fingerprint()
+def fingerprint(tables: dict[str, pa.Table], canvas: int) -> str:
+    fp = Fingerprint(canvas)
     for name, table in tables.items():
         fp.update(name, table)
     return fp.hexdigest()

@@ -82,20 +82,38 @@ def _shift_to_origin(canvas: np.ndarray) -> np.ndarray:
     return np.pad(canvas[top:, left:], ((0, top), (0, left))).ravel()
 
 
-def test_rendered_training_rows_invert_to_base_pairs(small_dataset):
-    ds = small_dataset
-    batch = next(iter(ds.train_sampler(32)))
+@pytest.fixture(scope="module")
+def tiny_canvas_dataset(tmp_path_factory) -> ArcDataset:
+    out = tmp_path_factory.mktemp("canvas") / "c8"
+    build_dataset(BuildConfig(sources=["arc1"], canvas=8, tasks=4, augmentations=6), out, progress=False)
+    return ArcDataset(out)
+
+
+@pytest.mark.parametrize("which", ["full", "canvas8"])
+def test_rendered_training_rows_invert_to_base_pairs(small_dataset, tiny_canvas_dataset, which):
+    ds = small_dataset if which == "full" else tiny_canvas_dataset
+    side = ds.canvas
+    assert ds.seq_len == side * side and side == (CANVAS if which == "full" else 8)
+    batch = next(iter(ds.train_sampler(16)))
+    assert batch.inputs.shape == (16, side * side)
     for row in range(len(batch)):
         e, ident = int(batch.example_index[row]), int(batch.puzzle_identifiers[row])
-        inp = crop(_shift_to_origin(batch.inputs[row].reshape(CANVAS, CANVAS)))
+        inp = crop(_shift_to_origin(batch.inputs[row].reshape(side, side)))
         assert np.array_equal(ds.unaugment(ident, inp), ds.grid(e, "input"))
         labels = batch.labels[row]
-        out_canvas = np.where(labels == -100, 0, labels).astype(np.uint8).reshape(CANVAS, CANVAS)
+        out_canvas = np.where(labels == -100, 0, labels).astype(np.uint8).reshape(side, side)
         out = crop(_shift_to_origin(out_canvas))
         assert np.array_equal(ds.unaugment(ident, out), ds.grid(e, "output"))
         # Supervised cells: the output grid plus its EOS frame, nothing else.
         h, w = out.shape
         assert (labels != -100).sum() == (out_canvas > 0).sum() and (out_canvas >= 2).sum() == h * w
+
+
+def test_canvas_keeps_only_fitting_tasks(tiny_canvas_dataset):
+    ds = tiny_canvas_dataset
+    assert max(int(ds.in_shape.max()), int(ds.out_shape.max())) <= 8
+    with pytest.raises(ValueError, match="exceeds the canvas side"):
+        BuildConfig(sources=["arc1"], canvas=8, max_grid=10)
 
 
 def test_layouts_kaggle_and_repo(tmp_path):
