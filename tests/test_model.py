@@ -45,7 +45,7 @@ def test_forward_shapes_grad_path_and_detached_carry():
     x = model.embed(tokens, torch.randn(3, 32), torch.tensor([1, 2, 3]), torch.float32)
     assert x.shape == (3, 11, 32)
     carry = model.initial_carry(3, torch.float32)
-    new, logits, q = model(carry, x)
+    new, logits, q = model(carry, tokens, torch.randn(3, 32), torch.tensor([1, 2, 3]))
     assert logits.shape == (3, 9, 12) and q.shape == (3, 2) and q.dtype == torch.float32
     assert not new.answer.requires_grad and not new.latent.requires_grad
     logits.sum().backward()

@@ -172,6 +172,7 @@ class TinyRecursiveModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.compute_dtype = torch.float32  # activations and carries; set from trainer.device.Runtime
         d = cfg.hidden_size
         self.embed_scale = math.sqrt(d)
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
@@ -231,8 +232,11 @@ class TinyRecursiveModel(nn.Module):
             z = self._reason(z, y + x)
         return self._reason(y, z), z
 
-    def forward(self, carry: Carry, x: torch.Tensor) -> tuple[Carry, torch.Tensor, torch.Tensor]:
-        """One supervision step: returns (detached carry, logits [B, L, V], q logits [B, 2] fp32)."""
+    def forward(self, carry: Carry, tokens: torch.Tensor, puzzle_emb: torch.Tensor | None,
+                step: torch.Tensor | None = None) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+        """One supervision step on `tokens` [B, L] (embedding included, so DDP sees every use of
+        the weights): returns (detached carry, logits [B, L, V], q logits [B, 2] in fp32)."""
+        x = self.embed(tokens, puzzle_emb, step, carry.answer.dtype)
         y, z = carry
         with torch.no_grad():
             for _ in range(self.cfg.cycles - 1):
