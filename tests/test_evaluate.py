@@ -1,0 +1,91 @@
+"""The ARC evaluator on hand-made predictions pushed through the dataset's real augmentations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from arc_data.grids import augment, encode
+from trainer.evaluate import ArcEvaluator
+
+
+def _rows(ds):
+    versions, examples = ds.test_rows()
+    return versions, examples
+
+
+def _predict(ds, versions, examples, choose):
+    """Canvas predictions: for each test row, the augmented grid `choose(row, truth)` returns."""
+    preds = []
+    for i, (v, e) in enumerate(zip(versions, examples, strict=True)):
+        _, tid, cmap = ds.version_of(int(v) + 1)
+        grid = choose(i, ds.grid(int(e), "output"))
+        preds.append(encode(augment(grid, tid, cmap), canvas_side=ds.canvas))
+    return np.stack(preds)
+
+
+def _wrong(truth):
+    w = truth.copy()
+    w[0, 0] = (w[0, 0] + 1) % 10
+    return w
+
+
+def test_all_correct_and_inverse_applied(small_dataset):
+    ds = small_dataset
+    v, e = _rows(ds)
+    ev = ArcEvaluator(ds)
+    ev.update(e, v + 1, _predict(ds, v, e, lambda i, t: t), np.full(v.size, 0.5))
+    res = ev.result()
+    assert res.metrics["pass@1"] == 1.0 and res.metrics["puzzles"] == ds.manifest.counts.eval_tasks
+    # Without inverting the augmentation most versions would disagree: votes prove pooling.
+    assert all(p["votes"][0] == ds.n_versions[ds.task_index(p["task_id"])] for p in res.puzzles)
+
+
+def test_votes_rank_and_pass_at_k_monotone(small_dataset):
+    ds = small_dataset
+    v, e = _rows(ds)
+    first = ds.version_start[ds.v_task[v]]
+    position = v - first  # version index within its puzzle
+    # Versions 0..2 vote for the truth, all others for one wrong grid: the truth comes second.
+    preds = _predict(ds, v, e, lambda i, t: t if position[i] < 3 else _wrong(t))
+    ev = ArcEvaluator(ds)
+    ev.update(e, v + 1, preds, np.full(v.size, 0.5))
+    res = ev.result()
+    assert res.metrics["pass@1"] == 0.0 and res.metrics["pass@2"] == 1.0
+    ks = [1, 2, 5, 10, 100, 1000]
+    assert all(res.metrics[f"pass@{a}"] <= res.metrics[f"pass@{b}"] for a, b in zip(ks, ks[1:], strict=False))
+    # Submission: attempt_1 is the (wrong) majority, attempt_2 the truth, in the original colours/orientation.
+    task = ds.task_ids[int(np.flatnonzero(ds.n_test)[0])]
+    pair = res.submission[task][0]
+    truth = ds.grid(int(ds.examples_of(ds.task_index(task), 1)[0]), "output")
+    assert pair["attempt_2"] == truth.tolist() and pair["attempt_1"] == _wrong(truth).tolist()
+    json.dumps(res.submission)  # Kaggle-style: plain JSON lists
+
+
+def test_confidence_breaks_ties_and_padding_is_ignored(small_dataset):
+    ds = small_dataset
+    v, e = _rows(ds)
+    keep = np.isin(v - ds.version_start[ds.v_task[v]], [0, 1])  # two versions per pair: 1 vote each
+    v, e = v[keep], e[keep]
+    odd = (v - ds.version_start[ds.v_task[v]]) == 1
+    preds = _predict(ds, v, e, lambda i, t: _wrong(t) if odd[i] else t)
+    for conf_truth, expected in ((0.9, 1.0), (0.1, 0.0)):
+        ev = ArcEvaluator(ds)
+        conf = np.where(odd, 0.5, conf_truth)
+        ids = np.concatenate([v + 1, [0, 0]])  # two padding rows with garbage predictions
+        ev.update(np.concatenate([e, [-1, -1]]), ids, np.concatenate([preds, preds[:2]]), np.concatenate([conf, [1, 1]]))
+        res = ev.result()
+        assert res.metrics["pass@1"] == pytest.approx(expected) and res.metrics["pass@2"] == 1.0
+        assert res.metrics["predictions"] == v.size
+
+
+def test_missing_predictions_count_as_wrong_and_write(small_dataset, tmp_path):
+    res = ArcEvaluator(small_dataset).result()
+    assert res.metrics["pass@1000"] == 0.0
+    first = next(iter(res.submission.values()))[0]
+    assert first == {"attempt_1": [[0]], "attempt_2": [[0]]}
+    res.write(tmp_path / "eval")
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["pass@2"] == 0.0
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["metrics.json", "puzzles.json", "submission.json"]

@@ -1,0 +1,133 @@
+"""ARC evaluation (spec §7): crop, invert each version's augmentation, vote, pass@k, submission.
+
+Each test row's prediction is cropped by its EOS frame, mapped back through its version's inverse
+transform and pooled with the other versions' predictions of the same test pair. Candidates rank
+by votes, then by mean confidence (sigmoid(q_halt) for TRM; mean top probability for DIS, whose
+Q head is never trained), then by first appearance. A pair counts as solved at k if the true output
+is among the top k; a puzzle's score is the fraction of its test pairs solved, and pass@k is the
+mean over all scored puzzles (pairs without predictions count as wrong). Unlike the reference,
+votes are reset for every evaluation, so a score belongs to one checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from arc_data.dataset import TEST, ArcDataset
+from arc_data.grids import crop
+
+from .io import atomic_write_json
+from .objectives import TorchBatch, token_metrics
+
+PASS_KS = (1, 2, 5, 10, 100, 1000)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    submission: dict[str, list[dict[str, list[list[int]]]]]
+    puzzles: list[dict] = field(default_factory=list)
+
+    def write(self, out: str | Path) -> None:
+        out = Path(out)
+        atomic_write_json(out / "metrics.json", self.metrics)
+        atomic_write_json(out / "submission.json", self.submission)
+        atomic_write_json(out / "puzzles.json", self.puzzles)
+
+
+class ArcEvaluator:
+    def __init__(self, ds: ArcDataset):
+        self.ds = ds
+        self.records: list[tuple[int, tuple[int, int], bytes, float]] = []
+
+    def update(self, example_index: np.ndarray, identifiers: np.ndarray, preds: np.ndarray,
+               confidence: np.ndarray) -> None:
+        """Add one batch of predictions (token canvases [B, L]); padding rows (id 0) are skipped."""
+        for row in np.flatnonzero(identifiers > 0):
+            grid = crop(preds[row])
+            if grid.size == 0:  # no grid at the top-left: not a candidate
+                continue
+            original = self.ds.unaugment(int(identifiers[row]), grid)
+            self.records.append((int(example_index[row]), original.shape, original.tobytes(), float(confidence[row])))
+
+    def _gathered(self) -> list | None:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+            dist.gather_object(self.records, parts, dst=0)
+            return [r for p in parts for r in p] if parts is not None else None
+        return self.records
+
+    def result(self, ks: tuple[int, ...] = PASS_KS, extra: dict | None = None) -> EvalResult | None:
+        """Votes and scores; None on ranks other than 0 when distributed."""
+        records = self._gathered()
+        if records is None:
+            return None
+        ds = self.ds
+        votes: dict[int, dict[tuple, list]] = {}
+        for order, (ex, shape, data, conf) in enumerate(records):
+            entry = votes.setdefault(ex, {}).setdefault((shape, data), [0, 0.0, order])
+            entry[0] += 1
+            entry[1] += conf
+        solved = {k: [] for k in ks}
+        submission, puzzles = {}, []
+        for t in np.flatnonzero(ds.n_test):
+            pairs = sorted(ds.examples_of(t, TEST), key=lambda e: ds.ex_pair[e])
+            attempts, per_pair = [], {k: [] for k in ks}
+            for ex in pairs:
+                cands = sorted(votes.get(int(ex), {}).items(), key=lambda kv: (-kv[1][0], -kv[1][1] / kv[1][0], kv[1][2]))
+                truth = ds.grid(int(ex), "output")
+                key = (truth.shape, truth.tobytes())
+                rank = next((i for i, (c, _) in enumerate(cands) if c == key), None)
+                for k in ks:
+                    per_pair[k].append(rank is not None and rank < k)
+                grids = [np.frombuffer(data, np.uint8).reshape(shape).tolist() for (shape, data), _ in cands[:2]]
+                grids = (grids + grids[:1] * 2)[:2] if grids else [[[0]], [[0]]]
+                attempts.append({"attempt_1": grids[0], "attempt_2": grids[1]})
+                puzzles.append({"task_id": ds.task_ids[t], "test_pair": int(ds.ex_pair[ex]),
+                                "candidates": len(cands), "votes": [v[0] for _, v in cands[:5]],
+                                "rank_of_truth": rank, "pass@1": rank == 0, "pass@2": rank is not None and rank < 2})
+            submission[ds.task_ids[t]] = attempts
+            for k in ks:
+                solved[k].append(float(np.mean(per_pair[k])))
+        n = len(solved[ks[0]])
+        metrics = {f"pass@{k}": (float(np.mean(v)) if v else 0.0) for k, v in solved.items()}
+        metrics |= {"puzzles": n, "test_pairs": len(puzzles), "predictions": len(records)}
+        return EvalResult(metrics | (extra or {}), submission, puzzles)
+
+
+def evaluate(model, emb, objective, ds: ArcDataset, device: torch.device, global_batch_size: int,
+             rank: int = 0, world_size: int = 1, steps: int | None = None,
+             max_versions: int | None = None) -> EvalResult | None:
+    """Run the test split through `objective.predict` and score it (result on rank 0)."""
+    model.eval()
+    evaluator = ArcEvaluator(ds)
+    sums: dict[str, float] = {}
+    rows = 0.0
+    applications = 0
+    for batch in ds.test_batches(global_batch_size, rank, world_size, max_versions):
+        tb = TorchBatch.from_numpy(batch, device)
+        pred = objective.predict(model, None if emb is None else emb, tb, steps)
+        applications = pred.applications
+        real = tb.puzzle_identifiers > 0
+        m = token_metrics(pred.preds, tb.labels, rows=real)
+        n = float(m["count"])
+        rows += n
+        sums["accuracy"] = sums.get("accuracy", 0.0) + float(m["accuracy"]) * n
+        sums["exact_accuracy"] = sums.get("exact_accuracy", 0.0) + float(m["exact_accuracy"]) * n
+        for s, sp in enumerate(pred.step_preds or [], start=1):
+            key = f"step{s}_exact_accuracy"
+            sums[key] = sums.get(key, 0.0) + float(token_metrics(sp, tb.labels, rows=real)["exact_accuracy"]) * n
+        evaluator.update(batch.example_index, batch.puzzle_identifiers, pred.preds.cpu().numpy(),
+                         pred.confidence.float().cpu().numpy())
+    totals = torch.tensor([rows, *sums.values()], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(totals)
+    totals = totals.cpu()
+    extra = {f"test_{k}": float(v / max(totals[0].item(), 1)) for k, v in zip(sums, totals[1:].tolist(), strict=True)}
+    extra |= {"test_rows": int(totals[0].item()), "block_apps_per_sample": applications}
+    return evaluator.result(extra=extra)
