@@ -51,16 +51,17 @@ def step_flops(cfg: ModelConfig, batch: int) -> float:
     return block_flops(cfg, batch) * (3 * grad + nograd) + head
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, seconds: float = 3.0) -> float:
+def matmul_peak(runtime, dtype: torch.dtype, n: int = 1024, seconds: float = 3.0) -> float:
+    device = runtime.device
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
+    runtime.synchronize()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         reps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    runtime.synchronize()
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
@@ -85,13 +86,11 @@ def measure(method: str, ds: ArcDataset, hidden: int, batch: int, seconds: float
 
     for _ in range(2 if dis else 4):  # warm-up (and compile)
         run_one()
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize()
+    runtime.synchronize()
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or steps < cfg.supervision_steps:
         steps += run_one()
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize()
+    runtime.synchronize()
     elapsed = time.perf_counter() - t0
     # Each optimizer step advances `batch` rows by one supervision step.
     samples = steps * batch / cfg.supervision_steps
@@ -120,7 +119,7 @@ def main() -> None:
         build_dataset(BuildConfig(sources=["arc1"], canvas=args.canvas, augmentations=20, subsets=["training"]),
                       f"{tmp}/d", progress=False)
         ds = ArcDataset(f"{tmp}/d")
-        peak = matmul_peak(runtime.device, torch.float32)
+        peak = matmul_peak(runtime, torch.float32)
         dis = measure("dis", ds, args.hidden, args.batch, args.seconds, runtime)
         trm = measure("trm", ds, args.hidden, args.batch, args.seconds, runtime)
     ratio = dis["samples_per_s"] / trm["samples_per_s"]

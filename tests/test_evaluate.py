@@ -89,3 +89,35 @@ def test_missing_predictions_count_as_wrong_and_write(small_dataset, tmp_path):
     res.write(tmp_path / "eval")
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["pass@2"] == 0.0
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["metrics.json", "puzzles.json", "submission.json"]
+
+
+@pytest.mark.parametrize("method", ["dis", "trm"])
+def test_evaluate_runs_the_test_split_through_a_model(tmp_path, method):
+    import torch
+
+    from arc_data.build import build_dataset
+    from arc_data.dataset import ArcDataset
+    from arc_data.manifest import BuildConfig
+    from trainer.evaluate import evaluate
+    from trainer.model import ModelConfig, TinyRecursiveModel
+    from trainer.objectives import ACTConfig, DISConfig, build_objective
+    from trainer.puzzle_emb import PuzzleEmbedding
+
+    build_dataset(BuildConfig(sources=["arc1"], canvas=6, tasks=3, augmentations=4), tmp_path / "d", progress=False)
+    ds = ArcDataset(tmp_path / "d")
+    dis = method == "dis"
+    cfg = ModelConfig(hidden_size=32, num_heads=4, layers=1, seq_len=ds.seq_len, puzzle_emb_ndim=32, puzzle_emb_len=1,
+                      num_puzzle_identifiers=ds.num_identifiers, supervision_steps=3, cycles=1 if dis else 2,
+                      latent_steps=2, timestep_embedding=dis)
+    model = TinyRecursiveModel(cfg)
+    emb = PuzzleEmbedding(ds.num_identifiers, 32, torch.device("cpu"))
+    objective = build_objective(DISConfig() if dis else ACTConfig(), 3)
+    res = evaluate(model, emb, objective, ds, torch.device("cpu"), global_batch_size=8, steps=5, max_versions=2)
+    assert res.metrics["test_rows"] == 2 * ds.manifest.counts.base_test_pairs
+    assert res.metrics["block_apps_per_sample"] == 5 * (3 if dis else 6)  # --eval-steps 5
+    assert res.metrics["puzzles"] == ds.manifest.counts.eval_tasks
+    assert 0.0 <= res.metrics["pass@1"] <= res.metrics["pass@2"] <= 1.0
+    assert "test_step5_exact_accuracy" in res.metrics  # per-step accuracy, both methods
+    res.write(tmp_path / "out")
+    assert set(json.loads((tmp_path / "out" / "submission.json").read_text())) == {
+        ds.task_ids[t] for t in np.flatnonzero(ds.n_test)}

@@ -27,6 +27,11 @@ class Runtime:
     def is_accelerator(self) -> bool:
         return self.device.type != "cpu"
 
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timings); a no-op on CPU."""
+        if self.is_accelerator:
+            torch.cuda.synchronize(self.device)
+
 
 def pick_runtime(prefer: str = "auto", precision: Precision = "auto", compile: bool | None = None,
                  local_rank: int = 0) -> Runtime:

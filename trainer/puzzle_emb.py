@@ -59,7 +59,8 @@ class PuzzleEmbedding:
 
 
 def _all_gather(t: torch.Tensor) -> torch.Tensor:
-    # Every rank contributes the same number of rows (equal local batches), so a flat gather works.
-    out = torch.empty((dist.get_world_size(), *t.shape), dtype=t.dtype, device=t.device)
-    dist.all_gather_into_tensor(out, t.contiguous())
-    return out.flatten(0, 1)
+    # Every rank contributes the same number of rows (equal local batches). The list form works on
+    # gloo (CPU) as well as NCCL.
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
