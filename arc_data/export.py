@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .dataset import TRAIN, ArcDataset
+from .fsio import atomic_output
 
 
 def _schema(seq_len: int) -> pa.Schema:
@@ -46,9 +47,8 @@ def export_parquet(ds: ArcDataset, out: str | Path, split: str = "all", max_vers
         v, e = ds.test_rows(max_versions)
         parts.append(("test", v, e, None))
     total = sum(p[1].size for p in parts)
-    tmp = out.with_name(f".{out.name}.tmp")
     schema = _schema(ds.seq_len)
-    try:
+    with atomic_output(out) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, \
                 tqdm(total=total, desc="exporting", unit="row", disable=not progress) as bar:
             for name, versions, examples, slots in parts:
@@ -65,9 +65,5 @@ def export_parquet(ds: ArcDataset, out: str | Path, split: str = "all", max_vers
                         pa.FixedSizeListArray.from_arrays(pa.array(labels.ravel()), ds.seq_len),
                     ], schema=schema))
                     bar.update(n)
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return total
 

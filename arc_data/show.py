@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fsio import atomic_output
+
 # The usual ARC palette, colours 0..9.
 PALETTE = np.array([
     (0, 0, 0), (0, 116, 217), (255, 65, 54), (46, 204, 64), (255, 220, 0),
@@ -52,7 +54,5 @@ def save_png(rows: list[tuple[str, list[np.ndarray]]], path: str | Path, cell: i
             img.paste(Image.fromarray(pixels), (x, y + label_h))
             x += g.shape[1] * cell + pad
         y += h
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        img.save(tmp, format="PNG")
