@@ -38,8 +38,8 @@ class ModelConfig(BaseModel):
     timestep_embedding: bool = Field(False, description="DIS: add a learned embedding of the step index")
     mixer: Literal["attention", "mlp_t"] = Field("attention", description="token mixing: attention or MLP over tokens")
     pos_encodings: Literal["rope", "none"] = Field("rope", description="rotary positions or none")
-    rope_theta: float = Field(10000.0, gt=0)
-    norm_eps: float = Field(1e-5, gt=0)
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base period")
+    norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon")
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

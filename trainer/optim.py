@@ -22,7 +22,7 @@ class OptimConfig(BaseModel):
     betas: tuple[float, float] = Field((0.9, 0.95), description="Adam betas")
     weight_decay: float = Field(0.1, ge=0, description="decoupled weight decay of the weights")
     puzzle_emb_lr: float = Field(1e-2, ge=0, description="SignSGD learning rate of the puzzle table")
-    puzzle_emb_weight_decay: float = Field(0.1, ge=0)
+    puzzle_emb_weight_decay: float = Field(0.1, ge=0, description="decoupled weight decay of the puzzle table")
     warmup_steps: int = Field(2000, ge=0, description="linear warmup from 0 (optimizer steps)")
     lr_min_ratio: float = Field(1.0, ge=0, le=1, description="cosine floor; 1.0 = constant after warmup (reference)")
     grad_clip: float | None = Field(None, gt=0, description="clip the global grad norm; None = off")

@@ -25,10 +25,10 @@ from .common import Prediction, StepOutput, TorchBatch, token_metrics, unwrap
 class ACTConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["trm"] = "trm"
+    method: Literal["trm"] = Field("trm", description="objective: TRM deep supervision with ACT halting")
     halt_exploration_prob: float = Field(0.1, ge=0, le=1, description="chance a row must run U{2..N} steps")
     q_loss_weight: float = Field(0.5, ge=0, description="weight of the Q-halt BCE against exact correctness")
-    loss: Literal["stablemax", "softmax"] = "stablemax"
+    loss: Literal["stablemax", "softmax"] = Field("stablemax", description="token cross-entropy")
 
 
 @dataclass

@@ -26,7 +26,7 @@ PAD = 0
 class DISConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["dis"] = "dis"
+    method: Literal["dis"] = Field("dis", description="objective: Deep Improvement Supervision")
     schedule: str = Field("linear", description="cells revealed per step: linear | cosine | power(p)")
     diff: Literal["reference", "supervised"] = Field(
         "reference", description="reference: PAD cells under ignored labels count as differing; supervised: not")
@@ -34,7 +34,7 @@ class DISConfig(BaseModel):
         "prediction", description="input of step s: previous argmax (reference) or previous target frame")
     step_weights: Literal["uniform", "linear"] = Field(
         "uniform", description="loss weight per step: uniform (reference) or linearly increasing (paper), mean 1")
-    loss: Literal["stablemax", "softmax"] = "stablemax"
+    loss: Literal["stablemax", "softmax"] = Field("stablemax", description="token cross-entropy")
 
     @field_validator("schedule")
     @classmethod
