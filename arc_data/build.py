@@ -23,9 +23,7 @@ from .errors import DataError
 from .grids import grid_hash
 from .manifest import MANIFEST_FILE, BuildConfig, Counts, FileRecord, Manifest, SourceRecord
 from .sources import Source, Task, load_source, sha256_file
-from .tables import TABLES, VERSIONS_SCHEMA, Fingerprint, versions_batch, write_table
-
-TRAIN, TEST = 0, 1
+from .tables import TABLES, TEST, TRAIN, VERSIONS_SCHEMA, Fingerprint, versions_batch, write_table
 
 
 def _task_seed(task_id: str) -> int:

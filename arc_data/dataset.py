@@ -17,9 +17,9 @@ from .canvas import render
 from .errors import DataError
 from .grids import IGNORE_LABEL, PAD, unaugment, version_name
 from .manifest import Manifest
-from .tables import fingerprint, read_table
+from .tables import TEST, TRAIN, fingerprint, read_table
 
-TRAIN, TEST = 0, 1
+__all__ = ["TEST", "TRAIN", "ArcDataset", "Batch", "TrainSampler"]
 
 
 @dataclass

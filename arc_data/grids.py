@@ -12,7 +12,6 @@ import math
 import numpy as np
 
 CANVAS = 30
-SEQ_LEN = CANVAS * CANVAS
 PAD, EOS, COLOUR_OFFSET = 0, 1, 2
 VOCAB_SIZE = 12
 IGNORE_LABEL = -100

@@ -20,6 +20,8 @@ import pyarrow as pa
 
 from .manifest import SCHEMA_VERSION
 
+TRAIN, TEST = 0, 1  # values of examples.arrow's `split` column
+
 
 # Arrays are assembled from raw buffers: zero-copy, and it keeps `pyarrow.compute` (≈20 MB of
 # Python objects that pa.array() imports) out of the build's memory.

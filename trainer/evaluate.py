@@ -111,7 +111,7 @@ def evaluate(model, emb, objective, ds: ArcDataset, device: torch.device, global
     applications = 0
     for batch in ds.test_batches(global_batch_size, rank, world_size, max_versions):
         tb = TorchBatch.from_numpy(batch, device)
-        pred = objective.predict(model, None if emb is None else emb, tb, steps)
+        pred = objective.predict(model, emb, tb, steps)
         applications = pred.applications
         real = tb.puzzle_identifiers > 0
         m = token_metrics(pred.preds, tb.labels, rows=real)

@@ -6,15 +6,9 @@ Both expose `train_steps(model, emb, batch)` yielding one `StepOutput` per optim
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
-
 from .act import ACTConfig, ACTObjective
 from .common import Prediction, StepOutput, TorchBatch, token_metrics, unwrap
 from .dis import DISConfig, DISObjective
-
-ObjectiveConfig = Annotated[DISConfig | ACTConfig, Field(discriminator="method")]
 
 
 def build_objective(cfg: DISConfig | ACTConfig, steps: int, seed: int = 0, device=None):
@@ -22,5 +16,5 @@ def build_objective(cfg: DISConfig | ACTConfig, steps: int, seed: int = 0, devic
     return cls(cfg, steps, seed=seed, device=device)
 
 
-__all__ = ["ACTConfig", "ACTObjective", "DISConfig", "DISObjective", "ObjectiveConfig", "Prediction",
+__all__ = ["ACTConfig", "ACTObjective", "DISConfig", "DISObjective", "Prediction",
            "StepOutput", "TorchBatch", "build_objective", "token_metrics", "unwrap"]
