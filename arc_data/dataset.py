@@ -177,8 +177,19 @@ class ArcDataset:
     def test_batches(self, global_batch_size: int, rank: int = 0, world_size: int = 1,
                      max_versions: int | None = None) -> Iterator[Batch]:
         """Sequential test rows; each rank takes its slice of every global block, padded to B."""
+        return self._sequential(*self.test_rows(max_versions), global_batch_size, rank, world_size)
+
+    def original_train_batches(self, global_batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        """Every training pair of every puzzle, unaugmented (version 0), untranslated: to measure
+        how well the training puzzles themselves are solved."""
+        tasks = np.flatnonzero(self.n_train)
+        examples = np.concatenate([self.examples_of(t, TRAIN) for t in tasks]) if tasks.size else np.zeros(0, np.int64)
+        versions = self.version_start[self.ex_task[examples]]
+        return self._sequential(versions, examples, global_batch_size, rank, world_size)
+
+    def _sequential(self, versions: np.ndarray, examples: np.ndarray, global_batch_size: int, rank: int,
+                    world_size: int) -> Iterator[Batch]:
         local = _local_batch(global_batch_size, world_size, rank)
-        versions, examples = self.test_rows(max_versions)
         for start in range(0, versions.size, global_batch_size):
             lo = min(start + rank * local, versions.size)
             hi = min(start + (rank + 1) * local, start + global_batch_size, versions.size)

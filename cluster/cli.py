@@ -13,6 +13,7 @@ from pydantic import ValidationError as _ValidationError
 
 from arc_data import cli as data_cli
 from arc_data.errors import DiscoError
+from trainer import cli as trainer_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_cli.register(sub)
+    trainer_cli.register(sub)
     return parser
 
 

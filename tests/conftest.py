@@ -20,3 +20,46 @@ def small_dataset(tmp_path_factory, small_config) -> ArcDataset:
     out = tmp_path_factory.mktemp("data") / "arc1-small"
     build_dataset(small_config, out, progress=False)
     return ArcDataset(out)
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """One embedded Ray instance for the whole session (never joins a stray cluster)."""
+    import os
+    import tempfile
+
+    import ray
+
+    from trainer.launch import ray_env
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    ray_env()
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # unix socket paths must stay short
+    ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
+             logging_config=ray.LoggingConfig(log_level="ERROR"), object_store_memory=200 * 1024**2,
+             _temp_dir=temp)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_spec():
+    return _tiny_spec
+
+
+def _tiny_spec(data: str, **train):
+    """A seconds-long DIS run on the small test dataset (2 workers, width 32)."""
+    from trainer.config import RunSpec
+
+    return RunSpec.model_validate({
+        "data": {"path": data, "eval_versions": 2},
+        "model": {"hidden_size": 32, "num_heads": 2, "expansion": 2, "layers": 1, "latent_steps": 1, "cycles": 1,
+                  "supervision_steps": 2, "puzzle_emb_ndim": 32, "puzzle_emb_len": 1, "timestep_embedding": True},
+        "objective": {"method": "dis"},
+        "optim": {"lr": 1e-3, "warmup_steps": 2},
+        "train": {"budget": 6, "eval_interval": 2, "global_batch_size": 8, "log_interval": 1,
+                  "select_metric": "train_accuracy", **train},
+        "runtime": {"workers": 2, "cpus_per_worker": 1, "max_failures": 1},
+        "tracking": {"wandb": "offline"},
+    })

@@ -11,6 +11,7 @@ votes are reset for every evaluation, so a score belongs to one checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,9 @@ import torch.distributed as dist
 from arc_data.dataset import TEST, ArcDataset
 from arc_data.grids import crop
 
+from .config import PASS_KS
 from .io import atomic_write_json
 from .objectives import TorchBatch, token_metrics
-
-PASS_KS = (1, 2, 5, 10, 100, 1000)
 
 
 @dataclass
@@ -62,11 +62,15 @@ class ArcEvaluator:
             return [r for p in parts for r in p] if parts is not None else None
         return self.records
 
-    def result(self, ks: tuple[int, ...] = PASS_KS, extra: dict | None = None) -> EvalResult | None:
+    def result(self, ks: tuple[int, ...] = PASS_KS, extra: dict | None = None,
+               tasks: np.ndarray | None = None) -> EvalResult | None:
         """Votes and scores; None on ranks other than 0 when distributed."""
         records = self._gathered()
-        if records is None:
-            return None
+        return None if records is None else self.score(records, ks, extra, tasks)
+
+    def score(self, records: list, ks: tuple[int, ...] = PASS_KS, extra: dict | None = None,
+              tasks: np.ndarray | None = None) -> EvalResult:
+        """Score gathered records on the scored puzzles in `tasks` (task indices; None = all)."""
         ds = self.ds
         votes: dict[int, dict[tuple, list]] = {}
         for order, (ex, shape, data, conf) in enumerate(records):
@@ -75,7 +79,8 @@ class ArcEvaluator:
             entry[1] += conf
         solved = {k: [] for k in ks}
         submission, puzzles = {}, []
-        for t in np.flatnonzero(ds.n_test):
+        scored = np.flatnonzero(ds.n_test)
+        for t in scored if tasks is None else np.intersect1d(scored, tasks):
             pairs = sorted(ds.examples_of(t, TEST), key=lambda e: ds.ex_pair[e])
             attempts, per_pair = [], {k: [] for k in ks}
             for ex in pairs:
@@ -100,10 +105,25 @@ class ArcEvaluator:
         return EvalResult(metrics | (extra or {}), submission, puzzles)
 
 
+def validation_tasks(ds: ArcDataset, fraction: float) -> np.ndarray:
+    """A fixed share of the scored puzzles, chosen by a hash of the task id (stable across builds)."""
+    scored = np.flatnonzero(ds.n_test)
+    n = round(fraction * scored.size)
+    if fraction > 0 and scored.size > 1:
+        n = min(max(n, 1), scored.size - 1)  # both splits non-empty
+    order = sorted(scored, key=lambda t: hashlib.sha256(ds.task_ids[t].encode()).hexdigest())
+    return np.sort(np.asarray(order[:n], dtype=np.int64))
+
+
 def evaluate(model, emb, objective, ds: ArcDataset, device: torch.device, global_batch_size: int,
              rank: int = 0, world_size: int = 1, steps: int | None = None,
-             max_versions: int | None = None) -> EvalResult | None:
-    """Run the test split through `objective.predict` and score it (result on rank 0)."""
+             max_versions: int | None = None, validation: np.ndarray | None = None) -> EvalResult | None:
+    """Run the test split through `objective.predict` and score it (result on rank 0).
+
+    With `validation` (task indices), those puzzles are scored separately as `val_*` metrics for
+    model selection and left out of the reported pass@k and submission; without it, `val_*`
+    repeat the test scores and `selection_split` says so.
+    """
     model.eval()
     evaluator = ArcEvaluator(ds)
     sums: dict[str, float] = {}
@@ -130,4 +150,13 @@ def evaluate(model, emb, objective, ds: ArcDataset, device: torch.device, global
     totals = totals.cpu()
     extra = {f"test_{k}": float(v / max(totals[0].item(), 1)) for k, v in zip(sums, totals[1:].tolist(), strict=True)}
     extra |= {"test_rows": int(totals[0].item()), "block_apps_per_sample": applications}
-    return evaluator.result(extra=extra)
+    records = evaluator._gathered()
+    if records is None:
+        return None
+    held_out = validation is not None and validation.size > 0
+    test_tasks = np.setdiff1d(np.flatnonzero(ds.n_test), validation) if held_out else None
+    result = evaluator.score(records, extra=extra, tasks=test_tasks)
+    val = evaluator.score(records, tasks=validation).metrics if held_out else result.metrics
+    result.metrics |= {f"val_{k}": val[k] for k in val if k.startswith("pass@") or k == "puzzles"}
+    result.metrics["selection_split"] = "validation" if held_out else "test"
+    return result

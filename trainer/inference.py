@@ -1,0 +1,118 @@
+"""Checkpoints as models: load one (weights only), evaluate it, predict a user's task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arc_data.dataset import ArcDataset
+from arc_data.errors import DiscoError
+from arc_data.grids import crop, encode
+from arc_data.sources import Task
+
+from . import checkpoint as ckpt
+from .config import RunSpec
+from .device import pick_runtime
+from .evaluate import EvalResult, evaluate, validation_tasks
+from .model import ModelConfig, TinyRecursiveModel
+from .objectives import TorchBatch, build_objective
+from .puzzle_emb import PuzzleEmbedding
+from .worker import load_model_state
+
+
+@dataclass
+class Loaded:
+    path: Path
+    spec: RunSpec
+    meta: dict
+    model: TinyRecursiveModel
+    emb: PuzzleEmbedding
+    objective: object
+    device: torch.device
+
+    @property
+    def canvas(self) -> int:
+        return int(round(self.model.cfg.seq_len ** 0.5))
+
+
+def load(path: str | Path, device: str = "auto") -> Loaded:
+    c = ckpt.load(path)
+    spec = RunSpec.model_validate(c.meta["spec"])
+    cfg = ModelConfig.model_validate(c.meta["model"])
+    rt = pick_runtime(device, spec.runtime.precision if device != "cpu" else "fp32", compile=False)
+    model = TinyRecursiveModel(cfg).to(rt.device)
+    model.compute_dtype = rt.dtype
+    emb = PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim, rt.device)
+    load_model_state(model, emb, c.model_state)
+    model.eval()
+    objective = build_objective(spec.objective, cfg.supervision_steps, device=rt.device)
+    return Loaded(Path(path), spec, c.meta, model, emb, objective, rt.device)
+
+
+def open_dataset(loaded: Loaded, data: str | None, allow_mismatch: bool = False) -> ArcDataset:
+    """The data to evaluate on: `data` or the checkpoint's own dataset, fingerprint-checked."""
+    path = data or loaded.meta["dataset"]["path"]
+    if not Path(path).exists():
+        raise DiscoError(f"dataset {path} (recorded in the checkpoint) not found; pass --data DIR")
+    ds = ArcDataset(path)
+    expected = loaded.meta["dataset"]["fingerprint"]
+    if ds.fingerprint != expected and not allow_mismatch:
+        raise DiscoError(f"dataset {ds.root} (fingerprint {ds.fingerprint[:12]}) is not the one the checkpoint was "
+                         f"trained on ({expected[:12]}); puzzle identifiers would not match. Pass "
+                         "--allow-fingerprint-mismatch to evaluate anyway")
+    if ds.seq_len != loaded.model.cfg.seq_len or ds.num_identifiers != loaded.model.cfg.num_puzzle_identifiers:
+        raise DiscoError(f"dataset {ds.root} has canvas {ds.canvas} and {ds.num_identifiers} identifiers; the model "
+                         f"expects seq_len {loaded.model.cfg.seq_len} and {loaded.model.cfg.num_puzzle_identifiers}")
+    return ds
+
+
+def evaluate_checkpoint(loaded: Loaded, ds: ArcDataset, eval_steps: int | None = None, votes: int | None = None,
+                        batch_size: int = 64) -> EvalResult:
+    spec = loaded.spec
+    validation = (validation_tasks(ds, spec.data.validation_fraction) if spec.data.validation_fraction else None)
+    result = evaluate(loaded.model, loaded.emb, loaded.objective, ds, loaded.device, batch_size,
+                      steps=eval_steps or spec.train.eval_steps, max_versions=votes or spec.data.eval_versions,
+                      validation=validation)
+    result.metrics |= {"checkpoint": str(loaded.path), "dataset": str(ds.root), "fingerprint": ds.fingerprint}
+    return result
+
+
+@dataclass
+class TaskPrediction:
+    test_pair: int
+    input: np.ndarray
+    steps: list[np.ndarray]  # the grid after every supervision step (DIS intermediate grids)
+    target: np.ndarray | None
+
+    @property
+    def final(self) -> np.ndarray:
+        return self.steps[-1]
+
+
+def predict_task(loaded: Loaded, task: Task, ds: ArcDataset | None, steps: int | None = None) -> tuple[list[TaskPrediction], bool]:
+    """Predict every test input of `task`; returns (predictions, whether the task's learned puzzle
+    embedding was used). A task the model never trained on gets the blank embedding (id 0)."""
+    side = loaded.canvas
+    ident, known = 0, False
+    if ds is not None and task.task_id in ds.task_ids:
+        t = ds.task_index(task.task_id)
+        ident, known = int(ds.version_start[t]) + 1, True  # the original, unaugmented version
+    for i, pair in enumerate(task.test):
+        if max(pair.input.shape) > side:
+            raise DiscoError(f"task {task.task_id} test pair {i}: grid {pair.input.shape} exceeds the model's "
+                             f"{side}x{side} canvas")
+    inputs = np.stack([encode(p.input, canvas_side=side) for p in task.test])
+    batch = TorchBatch(torch.from_numpy(inputs).long().to(loaded.device),
+                       torch.full(inputs.shape, -100, dtype=torch.long, device=loaded.device),
+                       torch.full((len(task.test),), ident, dtype=torch.long, device=loaded.device))
+    pred = loaded.objective.predict(loaded.model, loaded.emb, batch, steps)
+    step_tokens = [sp.cpu().numpy() for sp in (pred.step_preds or [pred.preds])]
+    out = []
+    for i, pair in enumerate(task.test):
+        grids = [crop(tokens[i]) for tokens in step_tokens]
+        grids = [g if g.size else np.zeros((1, 1), np.uint8) for g in grids]
+        out.append(TaskPrediction(i, pair.input, grids, pair.output))
+    return out, known

@@ -1,0 +1,201 @@
+"""Driver side of `disco train`: Ray connection, the TorchTrainer, run records and progress.
+
+Each run lives in `<storage>/<name>/`: Ray's checkpoints (`checkpoint_<batch>/`) and snapshot,
+`metrics.jsonl` (written by rank 0), `wandb/` and `run.json`, the driver's record of the run
+(spec, dataset, status, best checkpoint, final metrics). A fresh run refuses an existing name;
+`resume=True` continues one from its newest intact checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from arc_data.errors import DiscoError
+from cluster.storage import Storage
+
+from .config import RunSpec
+from .runs import RUN_FILE, best_checkpoint
+from .tracking import METRICS_FILE, read_metrics
+
+# Quiet, responsive Ray defaults (see docs/training.md); users can override any of them.
+RAY_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",  # each report() blocks up to this long (default 2 s)
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # prints would otherwise appear twice
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def ray_env() -> dict[str, str]:
+    """Environment for Ray processes: the defaults above plus the test hook, when set."""
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in (*RAY_ENV, "DISCO_FAULT_AT_BATCH") if k in os.environ}
+
+
+def _probe(address: str, timeout: float = 10.0) -> None:
+    """Fail fast (one line) when a cluster address cannot be reached."""
+    if address == "auto":
+        if os.environ.get("RAY_ADDRESS"):
+            return _probe(os.environ["RAY_ADDRESS"], timeout)
+        if not Path("/tmp/ray/ray_current_cluster").exists():  # written by `ray start` in Ray's default temp dir
+            raise DiscoError("no running Ray cluster found for --address auto (start one with `ray start --head`, "
+                             "or leave --address out to use an embedded local Ray)")
+        return None
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise DiscoError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise DiscoError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
+def connect(address: str | None, num_cpus: float | None = None, num_gpus: float | None = None) -> bool:
+    """ray.init an embedded local instance (address None) or join a cluster; True if we started Ray."""
+    import ray
+
+    env = ray_env()
+    if ray.is_initialized():
+        return False
+    if address:
+        _probe(address)
+        ray.init(address=address, runtime_env={"env_vars": env}, logging_config=ray.LoggingConfig(log_level="ERROR"))
+        return False
+    cpus = max(float(os.cpu_count() or 1), num_cpus or 0)
+    ray.init(address="local", num_cpus=int(cpus + 0.999), num_gpus=num_gpus, include_dashboard=True,
+             logging_config=ray.LoggingConfig(log_level="ERROR"), configure_logging=True)
+    return True
+
+
+def new_run_name(spec: RunSpec) -> str:
+    return f"{spec.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@dataclass
+class Outcome:
+    name: str
+    run_dir: str
+    metrics: dict
+    best: str | None
+
+
+def _progress(storage: Storage, name: str, stop: threading.Event, total_hint: int | None) -> None:
+    from tqdm import tqdm
+
+    bar = None
+    seen = 0
+    period = 0.5 if storage.is_local else 10.0
+    while not stop.wait(period):
+        records = read_metrics(storage.read_text(name, METRICS_FILE))
+        if bar is None:
+            start = next((r for r in records if r.get("kind") == "start"), None)
+            total = start["batches_total"] if start else total_hint
+            if total is None:
+                continue
+            bar = tqdm(total=total, unit="batch", desc=name, dynamic_ncols=True, mininterval=1.0)
+        for r in records[seen:]:
+            if r.get("kind") == "train":
+                bar.n = r["batch"]
+                bar.set_postfix(step=r["step"], loss=f"{r['loss']:.3f}", acc=f"{r.get('accuracy', 0):.3f}",
+                                exact=f"{r.get('exact_accuracy', 0):.3f}", sps=f"{r['samples_per_s']:.1f}",
+                                refresh=False)
+                bar.refresh()
+            elif r.get("kind") == "eval":
+                bar.write(f"  batch {r['batch']}: pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}  "
+                          f"train exact {r.get('train_exact_accuracy', 0):.3f}  test token acc "
+                          f"{r.get('test_accuracy', 0):.3f}")
+        seen = len(records)
+    if bar is not None:
+        bar.close()
+
+
+def train(spec: RunSpec, storage: Storage, name: str | None = None, address: str | None = None,
+          resume: bool = False, progress: bool = True) -> Outcome:
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from arc_data.dataset import ArcDataset
+
+    from .worker import train_loop
+
+    name = name or new_run_name(spec)
+    record = storage.read_json(name, RUN_FILE)
+    if resume and record is None:
+        raise DiscoError(f"no run named {name!r} in {storage.uri} to resume (see `disco runs list`)")
+    if not resume and storage.exists(name):
+        raise DiscoError(f"run {name!r} already exists in {storage.uri}; continue it with `disco train --resume {name}` "
+                         "or pick another --name")
+    # Workers chdir into Ray's session directory: every path they see must be absolute.
+    data_path = str(Path(spec.data.path).expanduser().resolve())
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": data_path})})
+    ds = ArcDataset(data_path)  # fail here, not in every worker, when the data is missing
+    rt = spec.runtime
+    record = (record or {}) | {
+        "name": name, "status": "running", "spec": spec.model_dump(mode="json"),
+        "dataset": {"path": data_path, "fingerprint": ds.fingerprint},
+        "created": (record or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "storage": storage.uri,
+    }
+    started = connect(address, num_cpus=rt.workers * rt.cpus_per_worker, num_gpus=None)
+    storage.write_json(record, name, RUN_FILE)  # only once the cluster is reachable
+    use_gpu = rt.gpus_per_worker > 0
+    resources = {"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if use_gpu else {})
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": spec.model_dump(mode="json"), "name": name, "storage": storage.uri},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=rt.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name, storage_path=storage.uri,
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.train.keep_checkpoints,
+                                               checkpoint_score_attribute=spec.train.select_metric,
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=rt.max_failures),
+            worker_runtime_env={"env_vars": ray_env()},
+            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+    )
+    stop = threading.Event()
+    bar = threading.Thread(target=_progress, args=(storage, name, stop, None), daemon=True) if progress else None
+    status = "failed"
+    try:
+        if bar:
+            bar.start()
+        result = trainer.fit()
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except ray.train.TrainingFailedError as e:
+        raise DiscoError(f"training failed after {rt.max_failures} restart(s): {_root_cause(e)}") from None
+    finally:
+        stop.set()
+        if bar:
+            bar.join(timeout=5)
+        if status != "finished":
+            storage.write_json(record | {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                               name, RUN_FILE)
+        if started:
+            ray.shutdown()
+    best = best_checkpoint(storage, name, spec.train.select_metric)
+    metrics = result.return_value or result.metrics or {}
+    record |= {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "metrics": metrics,
+               "best_checkpoint": best}
+    storage.write_json(record, name, RUN_FILE)
+    return Outcome(name, storage.join(name), metrics, best)
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"
