@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml changes; otherwise setup is a no-op.
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-DATA   := data/arc1-small
+DATA   := data/arc1-tiny
 
 .PHONY: setup run test lint bench clean
 
@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
-# The main job. Until `disco train` lands it builds a small real ARC-1 dataset and summarises it.
+# The main job: a real DIS training on a tiny ARC-1 slice, 2 Ray Train workers, with evaluation.
 run: setup
-	$(BIN)/disco data build --source arc1 --max-grid 10 --tasks 16 --augmentations 100 --out $(DATA) --force
-	$(BIN)/disco data info $(DATA) --verify
+	$(BIN)/disco data build --source arc1 --canvas 10 --tasks 8 --augmentations 2 --out $(DATA) --force
+	$(BIN)/disco train --config configs/dis_cpu_tiny.yaml --set data.path=$(DATA)
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -31,6 +31,8 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/data_build.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/step_cost.py
+	$(BIN)/python bench/ray_overhead.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

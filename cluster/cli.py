@@ -14,6 +14,7 @@ from pydantic import ValidationError as _ValidationError
 from arc_data import cli as data_cli
 from arc_data.errors import DiscoError
 from trainer import cli as trainer_cli
+from tuning import cli as tuning_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_cli.register(sub)
     trainer_cli.register(sub)
+    tuning_cli.register(sub)
     return parser
 
 

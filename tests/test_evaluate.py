@@ -121,3 +121,19 @@ def test_evaluate_runs_the_test_split_through_a_model(tmp_path, method):
     res.write(tmp_path / "out")
     assert set(json.loads((tmp_path / "out" / "submission.json").read_text())) == {
         ds.task_ids[t] for t in np.flatnonzero(ds.n_test)}
+
+    # A held-out validation split: scored apart, left out of the reported test metrics and submission.
+    from trainer.evaluate import validation_tasks
+
+    val = validation_tasks(ds, 0.5)
+    assert 0 < val.size < ds.manifest.counts.eval_tasks
+    assert np.array_equal(val, validation_tasks(ds, 0.5))  # stable
+    held = evaluate(model, emb, objective, ds, torch.device("cpu"), global_batch_size=8, steps=5, max_versions=2,
+                    validation=val)
+    m = held.metrics
+    assert m["selection_split"] == "validation" and res.metrics["selection_split"] == "test"
+    assert m["puzzles"] + m["val_puzzles"] == ds.manifest.counts.eval_tasks
+    assert m["test_rows"] + m["val_rows"] == res.metrics["test_rows"]
+    assert set(held.submission) == {ds.task_ids[t] for t in np.setdiff1d(np.flatnonzero(ds.n_test), val)}
+    pooled = (m["test_accuracy"] * m["test_rows"] + m["val_accuracy"] * m["val_rows"]) / res.metrics["test_rows"]
+    assert abs(pooled - res.metrics["test_accuracy"]) < 1e-6  # float32 per-batch means

@@ -27,6 +27,7 @@ from arc_data.fsio import atomic_output
 
 FORMAT = 1
 FILES = ("model.safetensors", "trainer.pt", "meta.json")
+REQUIRED = ("model.safetensors", "meta.json")  # enough to evaluate; trainer.pt is needed to resume
 COMMIT = "COMMIT"
 NAME = re.compile(r"^checkpoint_(\d+)$")
 
@@ -58,9 +59,14 @@ def write(directory: str | Path, model_state: dict[str, torch.Tensor], trainer_s
         torch.save(trainer_state, tmp)
     with atomic_output(d / "meta.json") as tmp:
         tmp.write_text(json.dumps({"format": FORMAT, **meta}, indent=2, default=str) + "\n")
-    with atomic_output(d / COMMIT) as tmp:
-        tmp.write_text(json.dumps({f: _sha256(d / f) for f in FILES}, indent=2) + "\n")
+    commit(d, FILES)
     return d
+
+
+def commit(d: Path, files) -> None:
+    """Record the checksums of `files` in COMMIT, last: from then on the directory counts."""
+    with atomic_output(d / COMMIT) as tmp:
+        tmp.write_text(json.dumps({f: _sha256(d / f) for f in files}, indent=2) + "\n")
 
 
 def problem(directory: str | Path) -> str | None:
@@ -74,10 +80,12 @@ def problem(directory: str | Path) -> str | None:
         record = json.loads((d / COMMIT).read_text())
     except json.JSONDecodeError:
         return "corrupt COMMIT record"
-    for f in FILES:
+    if not isinstance(record, dict) or not set(REQUIRED) <= record.keys():
+        return "incomplete (COMMIT lists no model)"
+    for f, digest in record.items():
         if not (d / f).is_file():
             return f"incomplete ({f} missing)"
-        if _sha256(d / f) != record.get(f):
+        if _sha256(d / f) != digest:
             return f"corrupt ({f} does not match its checksum)"
     return None
 

@@ -83,7 +83,7 @@ def _train(args: argparse.Namespace) -> None:
             raise DiscoError("--config is required (e.g. --config configs/dis_cpu_tiny.yaml), or --resume RUN")
         spec = load_spec(args.config, sets)
     out = train(spec, storage, name=args.resume or args.name, address=args.address, resume=bool(args.resume),
-                progress=not args.no_progress and sys.stderr.isatty())
+                progress=not args.no_progress)
     print(_summary(out, spec))
 
 

@@ -75,7 +75,7 @@ class TrackingConfig(BaseModel):
 # Evaluation metrics a checkpoint can be ranked by (all "higher is better").
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 SELECT_METRICS = ({f"{split}pass@{k}" for split in ("", "val_") for k in PASS_KS}
-                  | {"test_accuracy", "test_exact_accuracy", "train_accuracy", "train_exact_accuracy"})
+                  | {f"{split}_{m}" for split in ("test", "val", "train") for m in ("accuracy", "exact_accuracy")})
 
 Objective = Annotated[DISConfig | ACTConfig, Field(discriminator="method")]
 
@@ -121,6 +121,11 @@ def parse_overrides(pairs: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = out
         *parents, leaf = key.strip().split(".")
         for p in parents:

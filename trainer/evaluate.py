@@ -120,40 +120,51 @@ def evaluate(model, emb, objective, ds: ArcDataset, device: torch.device, global
              max_versions: int | None = None, validation: np.ndarray | None = None) -> EvalResult | None:
     """Run the test split through `objective.predict` and score it (result on rank 0).
 
-    With `validation` (task indices), those puzzles are scored separately as `val_*` metrics for
-    model selection and left out of the reported pass@k and submission; without it, `val_*`
-    repeat the test scores and `selection_split` says so.
+    With `validation` (task indices), those puzzles are scored separately as `val_*` metrics
+    (pass@k, token and exact accuracy) for model selection and left out of the reported pass@k,
+    `test_*` metrics and submission; without it, `val_*` repeat the test scores and
+    `selection_split` says so.
     """
     model.eval()
     evaluator = ArcEvaluator(ds)
-    sums: dict[str, float] = {}
-    rows = 0.0
+    held_out = validation is not None and validation.size > 0
+    splits = ("test", "val") if held_out else ("test",)
+    sums = {sp: {} for sp in splits}  # per split: rows, accuracy, exact_accuracy, step{s}_exact_accuracy (sums)
     applications = 0
     for batch in ds.test_batches(global_batch_size, rank, world_size, max_versions):
         tb = TorchBatch.from_numpy(batch, device)
         pred = objective.predict(model, emb, tb, steps)
         applications = pred.applications
-        real = tb.puzzle_identifiers > 0
-        m = token_metrics(pred.preds, tb.labels, rows=real)
-        n = float(m["count"])
-        rows += n
-        sums["accuracy"] = sums.get("accuracy", 0.0) + float(m["accuracy"]) * n
-        sums["exact_accuracy"] = sums.get("exact_accuracy", 0.0) + float(m["exact_accuracy"]) * n
-        for s, sp in enumerate(pred.step_preds or [], start=1):
-            key = f"step{s}_exact_accuracy"
-            sums[key] = sums.get(key, 0.0) + float(token_metrics(sp, tb.labels, rows=real)["exact_accuracy"]) * n
+        real = batch.puzzle_identifiers > 0
+        in_val = real & np.isin(ds.ex_task[np.maximum(batch.example_index, 0)], validation) if held_out else None
+        for sp in splits:
+            rows = torch.from_numpy(real & ~in_val if sp == "test" and held_out else in_val if sp == "val" else real)
+            acc = sums[sp]
+            m = token_metrics(pred.preds, tb.labels, rows=rows.to(device))
+            n = float(m["count"])
+            acc["rows"] = acc.get("rows", 0.0) + n
+            for k in ("accuracy", "exact_accuracy"):
+                acc[k] = acc.get(k, 0.0) + float(m[k]) * n
+            for s, step_pred in enumerate(pred.step_preds or [], start=1):
+                key = f"step{s}_exact_accuracy"
+                acc[key] = acc.get(key, 0.0) + float(token_metrics(step_pred, tb.labels, rows=rows.to(device))[
+                    "exact_accuracy"]) * n
         evaluator.update(batch.example_index, batch.puzzle_identifiers, pred.preds.cpu().numpy(),
                          pred.confidence.float().cpu().numpy())
-    totals = torch.tensor([rows, *sums.values()], dtype=torch.float64, device=device)
+    keys = [(sp, k) for sp in splits for k in sums[sp]]
+    totals = torch.tensor([sums[sp][k] for sp, k in keys], dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(totals)
-    totals = totals.cpu()
-    extra = {f"test_{k}": float(v / max(totals[0].item(), 1)) for k, v in zip(sums, totals[1:].tolist(), strict=True)}
-    extra |= {"test_rows": int(totals[0].item()), "block_apps_per_sample": applications}
+    total = dict(zip(keys, totals.cpu().tolist(), strict=True))
+    extra: dict = {"block_apps_per_sample": applications}
+    for sp, k in keys:
+        n = max(total.get((sp, "rows"), 0.0), 1.0)
+        extra[f"{sp}_{k}"] = int(total[(sp, k)]) if k == "rows" else total[(sp, k)] / n
+    if not held_out:
+        extra |= {f"val_{k.removeprefix('test_')}": v for k, v in extra.items() if k.startswith("test_")}
     records = evaluator._gathered()
     if records is None:
         return None
-    held_out = validation is not None and validation.size > 0
     test_tasks = np.setdiff1d(np.flatnonzero(ds.n_test), validation) if held_out else None
     result = evaluator.score(records, extra=extra, tasks=test_tasks)
     val = evaluator.score(records, tasks=validation).metrics if held_out else result.metrics

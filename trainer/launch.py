@@ -88,38 +88,48 @@ class Outcome:
     best: str | None
 
 
-def _progress(storage: Storage, name: str, stop: threading.Event, total_hint: int | None) -> None:
+def _progress(storage: Storage, name: str, stop: threading.Event) -> None:
+    """Follow metrics.jsonl: a tqdm bar on a terminal, a line per 10% and per evaluation otherwise."""
+    import sys
+
     from tqdm import tqdm
 
-    bar = None
-    seen = 0
+    tty = sys.stderr.isatty()
+    bar, seen, total, next_line = None, 0, None, 0.0
     period = 0.5 if storage.is_local else 10.0
     while not stop.wait(period):
         records = read_metrics(storage.read_text(name, METRICS_FILE))
-        if bar is None:
-            start = next((r for r in records if r.get("kind") == "start"), None)
-            total = start["batches_total"] if start else total_hint
-            if total is None:
-                continue
-            bar = tqdm(total=total, unit="batch", desc=name, dynamic_ncols=True, mininterval=1.0)
         for r in records[seen:]:
-            if r.get("kind") == "train":
-                bar.n = r["batch"]
-                bar.set_postfix(step=r["step"], loss=f"{r['loss']:.3f}", acc=f"{r.get('accuracy', 0):.3f}",
-                                exact=f"{r.get('exact_accuracy', 0):.3f}", sps=f"{r['samples_per_s']:.1f}",
-                                refresh=False)
-                bar.refresh()
-            elif r.get("kind") == "eval":
-                bar.write(f"  batch {r['batch']}: pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}  "
-                          f"train exact {r.get('train_exact_accuracy', 0):.3f}  test token acc "
-                          f"{r.get('test_accuracy', 0):.3f}")
+            kind = r.get("kind")
+            if kind in ("start", "resume") and total is None:
+                total = r.get("batches_total")
+                if kind == "start":
+                    print(f"  {r['world_size']} workers on {r['device']} ({r['dtype']}), {r['params']:,} parameters, "
+                          f"{total} batches; copy-the-input baseline: token accuracy "
+                          f"{r['copy_baseline_accuracy']:.3f}", file=sys.stderr, flush=True)
+                if tty and total:
+                    bar = tqdm(total=total, unit="batch", desc=name, dynamic_ncols=True, mininterval=1.0)
+            elif kind == "train":
+                stats = (f"step {r['step']}  loss {r['loss']:.3f}  acc {r.get('accuracy', 0):.3f}  "
+                         f"exact {r.get('exact_accuracy', 0):.3f}  {r['samples_per_s']:.1f} samples/s")
+                if bar is not None:
+                    bar.n = r["batch"]
+                    bar.set_postfix_str(stats, refresh=True)
+                elif total is None or r["batch"] >= next_line:
+                    print(f"  batch {r['batch']}/{total or '?'}  {stats}", file=sys.stderr, flush=True)
+                    next_line = r["batch"] + 0.1 * (total or 10)
+            elif kind == "eval":
+                line = (f"  eval @ batch {r['batch']}: pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}"
+                        f"  train puzzles exact {r.get('train_exact_accuracy', 0):.3f} / token acc "
+                        f"{r.get('train_accuracy', 0):.3f}  test token acc {r.get('test_accuracy', 0):.3f}")
+                bar.write(line) if bar is not None else print(line, file=sys.stderr, flush=True)
         seen = len(records)
     if bar is not None:
         bar.close()
 
 
 def train(spec: RunSpec, storage: Storage, name: str | None = None, address: str | None = None,
-          resume: bool = False, progress: bool = True) -> Outcome:
+          resume: bool = False, progress: bool = True, callbacks: list | None = None) -> Outcome:
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -161,20 +171,20 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, address: str
                                                checkpoint_score_attribute=spec.train.select_metric,
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=rt.max_failures),
-            worker_runtime_env={"env_vars": ray_env()},
+            worker_runtime_env={"env_vars": ray_env()}, callbacks=callbacks,
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
     stop = threading.Event()
-    bar = threading.Thread(target=_progress, args=(storage, name, stop, None), daemon=True) if progress else None
+    bar = threading.Thread(target=_progress, args=(storage, name, stop), daemon=True) if progress else None
     status = "failed"
     try:
         if bar:
             bar.start()
         result = trainer.fit()
         status = "finished"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ray turns SIGINT into SystemExit in some paths
         status = "interrupted"
-        raise
+        raise KeyboardInterrupt from None
     except ray.train.TrainingFailedError as e:
         raise DiscoError(f"training failed after {rt.max_failures} restart(s): {_root_cause(e)}") from None
     finally:

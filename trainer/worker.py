@@ -215,7 +215,8 @@ def train_loop(config: dict) -> dict:
         metrics_log = MetricsLog(local_dir / METRICS_FILE, resume_batch=batches if restored else None)
         wandb = Wandb(spec.tracking, name, local_dir, spec.model_dump(mode="json"), warn=lambda m: log(f"warning: {m}"))
         if restored is not None:
-            metrics_log.write({"kind": "resume", "batch": batches, "checkpoint": restored.path.name})
+            metrics_log.write({"kind": "resume", "batch": batches, "checkpoint": restored.path.name,
+                               "batches_total": plan.total})
         else:
             metrics_log.write({"kind": "start", "batch": 0, "world_size": world, "threads": threads,
                                "device": str(rt.device), "dtype": str(rt.dtype).removeprefix("torch."),
@@ -232,7 +233,7 @@ def train_loop(config: dict) -> dict:
     eval_net = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
     t_start, train_time, samples = time.perf_counter(), 0.0, 0
     it = iter(sampler)
-    stop = False
+    stop, train = False, {}
     while batches < plan.total and not stop:
         t0 = time.perf_counter()
         batch = TorchBatch.from_numpy(next(it), rt.device)
@@ -257,7 +258,7 @@ def train_loop(config: dict) -> dict:
         if due_eval or stop:
             last_eval = _evaluate_and_checkpoint(spec, name, storage, local_dir, rank, world, rt, model, eval_net, emb,
                                                  objective, engine, sampler, ds, batches, plan, validation,
-                                                 eval_batch, metrics_log, wandb, train_time)
+                                                 eval_batch, metrics_log, wandb, train_time, train)
     if rank == 0:
         metrics_log.close()
         wandb.finish()
@@ -265,7 +266,8 @@ def train_loop(config: dict) -> dict:
 
 
 def _evaluate_and_checkpoint(spec, name, storage, local_dir, rank, world, rt, model, net, emb, objective, engine,
-                             sampler, ds, batches, plan, validation, eval_batch, metrics_log, wandb, train_time):
+                             sampler, ds, batches, plan, validation, eval_batch, metrics_log, wandb, train_time,
+                             train):
     import ray.train
 
     t0 = time.perf_counter()
@@ -285,7 +287,8 @@ def _evaluate_and_checkpoint(spec, name, storage, local_dir, rank, world, rt, mo
         spread = max(float((d - digests[0]).abs().max()) for d in digests)
     metrics = {"batch": batches, "step": engine.step, "epoch": round(batches / plan.batches_per_epoch, 3),
                "train_time_s": round(train_time, 2), "eval_time_s": round(time.perf_counter() - t0, 2),
-               "rank_weight_spread": spread, **train_acc}
+               "rank_weight_spread": spread, "train_loss": train.get("loss", float("nan")),
+               "train_block_apps_per_sample": train.get("block_apps_per_sample", float("nan")), **train_acc}
     if rank != 0:
         ray.train.report(metrics)
         return metrics

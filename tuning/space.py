@@ -1,0 +1,161 @@
+"""Sweep search spaces: a YAML file naming a base preset, what to search and how to judge.
+
+    base: dis_cpu_tiny.yaml                  # a preset path (relative: also looked up in configs/)
+    set: {train.budget: 120}                 # fixed overrides of the base for every trial
+    metric: val_accuracy                     # a checkpoint metric, higher is better
+    validation_fraction: 0.5                 # puzzles held out for selection (not reported as test)
+    params:
+      objective.schedule: {choice: [linear, cosine, "power(2)"]}
+      model.hidden_size: {choice: [64, 128]}
+      optim.lr: {loguniform: [3.0e-4, 3.0e-3]}
+      method: {choice: [dis, trm]}           # switches objective.method and the timestep embedding
+
+Every key under `params` is a dotted run-config path (or `method`); every trial's config is
+validated by the same pydantic model as `disco train`, before the sweep starts for the base.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from arc_data.errors import DiscoError
+from trainer.config import SELECT_METRICS, RunSpec, load_spec, merge
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
+
+
+class Param(BaseModel):
+    """Exactly one of the distributions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    choice: list[Any] | None = Field(None, min_length=1, description="categorical values")
+    uniform: tuple[float, float] | None = Field(None, description="float in [low, high]")
+    loguniform: tuple[float, float] | None = Field(None, description="float, log scale, low > 0")
+    int: tuple[int, int] | None = Field(None, description="integer in [low, high]")
+    step: int | None = Field(None, ge=1, description="integer step (with int)")
+
+    @model_validator(mode="after")
+    def _one(self) -> Param:
+        given = [k for k in ("choice", "uniform", "loguniform", "int") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of choice, uniform, loguniform, int")
+        for k in ("uniform", "loguniform", "int"):
+            bounds = getattr(self, k)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{k} needs low < high")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+    def tune_domain(self):
+        from ray import tune
+
+        if self.choice is not None:
+            return tune.choice(self.choice)
+        if self.uniform is not None:
+            return tune.uniform(*self.uniform)
+        if self.loguniform is not None:
+            return tune.loguniform(*self.loguniform)
+        lo, hi = self.int
+        return tune.qrandint(lo, hi, self.step) if self.step else tune.randint(lo, hi + 1)
+
+
+class Scheduler(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_period: int = Field(1, ge=1, description="evaluations every trial gets before ASHA may stop it")
+    reduction_factor: float = Field(2, gt=1, description="ASHA keeps 1/reduction_factor at each rung")
+
+
+class SweepSpace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(description="run-config preset every trial starts from")
+    set: dict[str, Any] = Field(default_factory=dict, description="fixed dotted overrides for every trial")
+    params: dict[str, Param] = Field(min_length=1, description="searched dotted config keys")
+    metric: str = Field("val_pass@2", description="what trials are ranked by (higher is better)")
+    validation_fraction: float = Field(0.5, gt=0, lt=1, description="share of scored puzzles held out for "
+                                       "selection; the others are the reported test split")
+    trials: int = Field(8, ge=1, description="default --trials")
+    concurrency: int = Field(2, ge=1, description="default --concurrency")
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    seed: int = Field(0, ge=0, description="sampler seed")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in SELECT_METRICS:
+            raise ValueError(f"{v!r} is not one of {', '.join(sorted(SELECT_METRICS))}")
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _keys(cls, v: dict) -> dict:
+        for key in v:
+            if key != "method" and "." not in key:
+                raise ValueError(f"{key!r}: use a dotted config path such as optim.lr, or method")
+        return v
+
+    def trial_spec(self, base: dict, params: dict[str, Any]) -> RunSpec:
+        """The run config of one trial: base + set + sampled params + the sweep's selection settings."""
+        from trainer.objectives import ACTConfig, DISConfig
+
+        raw = merge(base, {"data": {"validation_fraction": self.validation_fraction},
+                           "train": {"select_metric": self.metric}})
+        for key, value in {**self.set, **params}.items():
+            if key == "method":
+                raw = merge(raw, {"objective": {"method": value}, "model": {"timestep_embedding": value == "dis"}})
+            else:
+                raw = merge(raw, _nest(key, value))
+        # Keys of the other method's objective (e.g. a searched DIS schedule in a TRM trial) do not apply.
+        fields = (DISConfig if raw["objective"].get("method", "dis") == "dis" else ACTConfig).model_fields
+        raw["objective"] = {k: v for k, v in raw["objective"].items() if k in fields}
+        return RunSpec.model_validate(raw)
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: dict = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_space(path: str | Path) -> tuple[SweepSpace, dict]:
+    """The space and its base config as a plain dict (validated through one sample trial)."""
+    path = Path(path)
+    if not path.is_file() and (SHIPPED / f"{path}.yaml").is_file():
+        path = SHIPPED / f"{path}.yaml"  # a shipped space by name, e.g. cpu_tiny
+    if not path.is_file():
+        raise DiscoError(f"search space {path} not found (shipped spaces: "
+                         f"{', '.join(sorted(p.stem for p in SHIPPED.glob('*.yaml')))} in configs/sweeps/)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DiscoError(f"search space {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise DiscoError(f"search space {path}: expected a mapping at the top level")
+    try:
+        space = SweepSpace.model_validate(raw)
+    except Exception as e:  # pydantic ValidationError -> one line naming the field
+        from pydantic import ValidationError
+
+        if isinstance(e, ValidationError):
+            err = e.errors()[0]
+            field = ".".join(str(x) for x in err["loc"])
+            raise DiscoError(f"search space {path}: {field}: {err['msg']}") from None
+        raise
+    # The base preset: as given (absolute or from the working directory), else beside the space
+    # file or up to two levels above it (configs/sweeps/x.yaml -> configs/... or the project root).
+    candidates = [Path(space.base), *(parent / space.base for parent in list(path.resolve().parents)[:3])]
+    base_path = next((c for c in candidates if c.is_file()), candidates[0])
+    base = load_spec(base_path).model_dump(mode="json")
+    # Validate the corners now, not in trial 17: the first value of every parameter.
+    first = {k: (p.choice[0] if p.choice is not None else (p.uniform or p.loguniform or p.int)[0])
+             for k, p in space.params.items()}
+    space.trial_spec(base, first)
+    return space, base

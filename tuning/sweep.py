@@ -1,0 +1,131 @@
+"""`disco sweep`: Ray Tune + Optuna (persistent RDB study) + ASHA over real `disco train` runs.
+
+Layout of `<storage>/<sweep>/`: Tune's experiment files (trial dirs, searcher state), `study.db`
+(the Optuna study, inspectable with `optuna-dashboard sqlite:///…/study.db`), `sweep.json` (the
+space, the request and the status) and `runs/`, where every trial is a normal disco run
+(`trial-<id>`: run.json, metrics.jsonl, checkpoints) readable with `disco runs --storage …/runs`.
+
+Each trial is a Tune function trainable that fits a `TorchTrainer` (`workers_per_trial` DDP
+workers) with `TuneReportCallback`, so every evaluation is one Tune iteration and ASHA can stop
+a trial between evaluations. The trial itself holds no CPU; its workers do.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from arc_data.errors import DiscoError
+from cluster.storage import Storage
+
+from .space import SweepSpace, load_space
+
+SWEEP_FILE = "sweep.json"
+RUNS = "runs"
+APPS_METRIC = "train_block_apps_per_sample"
+
+
+def run_trial(config: dict, base: dict, space: dict, runs: str, workers: int) -> None:
+    """One trial (runs in a Tune actor): a disco training run that reports each evaluation to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainer.launch import train
+
+    sweep_space = SweepSpace.model_validate(space)
+    spec = sweep_space.trial_spec(base, config)
+    spec = spec.model_copy(update={"runtime": spec.runtime.model_copy(update={"workers": workers})})
+    storage = Storage.of(runs)
+    name = f"trial-{tune.get_context().get_trial_id()}"
+    # A restored sweep re-runs unfinished trials: their run continues from its last checkpoint.
+    train(spec, storage, name=name, resume=storage.read_text(name, "run.json") is not None, progress=False,
+          callbacks=[TuneReportCallback()])
+
+
+def _evals_per_trial(space: SweepSpace, base: dict) -> int:
+    spec = space.trial_spec(base, {k: (p.choice[0] if p.choice else (p.uniform or p.loguniform or p.int)[0])
+                                   for k, p in space.params.items()})
+    return max(1, int(spec.train.budget // spec.train.eval_interval) + (spec.train.budget % spec.train.eval_interval > 0))
+
+
+def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int | None = None,
+              concurrency: int | None = None, workers_per_trial: int = 1, address: str | None = None,
+              objective: str = "single", resume: bool = False, study_url: str | None = None,
+              verbose: int = 1):
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainer.launch import connect
+
+    record = storage.read_json(name, SWEEP_FILE)
+    if resume:
+        if record is None:
+            raise DiscoError(f"no sweep named {name!r} in {storage.uri} to resume")
+        space, base = SweepSpace.model_validate(record["space"]), record["base"]
+        trials, concurrency, workers_per_trial = record["trials"], record["concurrency"], record["workers_per_trial"]
+        objective, study_url = record["objective"], record["study_url"]
+    else:
+        if storage.exists(name):
+            raise DiscoError(f"sweep {name!r} already exists in {storage.uri}; continue it with "
+                             f"`disco sweep --resume {name}` or pick another --name")
+        if space_path is None:
+            raise DiscoError("--space is required (e.g. --space sweeps/cpu_tiny.yaml), or --resume SWEEP")
+        space, base = load_space(space_path)
+        trials, concurrency = trials or space.trials, concurrency or space.concurrency
+        if study_url is None:
+            if not storage.is_local:
+                raise DiscoError("with remote storage, give --study-url (an SQLAlchemy URL for the Optuna study)")
+            study_url = f"sqlite:///{Path(storage.uri, name, 'study.db')}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    started = connect(address)
+    record = {"name": name, "space": space.model_dump(mode="json"), "base": base, "trials": trials,
+              "concurrency": concurrency, "workers_per_trial": workers_per_trial, "objective": objective,
+              "study_url": study_url, "metric": space.metric, "selection_split": "validation",
+              "validation_fraction": space.validation_fraction, "status": "running",
+              "created": (record or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))}
+    storage.write_json(record, name, SWEEP_FILE)
+    if storage.is_local:
+        Path(storage.uri, name).mkdir(parents=True, exist_ok=True)
+
+    pareto = objective == "pareto"
+    metrics = [space.metric, APPS_METRIC] if pareto else space.metric
+    modes = ["max", "min"] if pareto else "max"
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base, space=space.model_dump(mode="json"),
+                             runs=Storage.of(storage.join(name, RUNS)).uri, workers=workers_per_trial),
+        {"cpu": 0, "memory": 100 * 1024**2})  # the trial holds nothing; its Train workers take the CPUs
+    status = "failed"
+    try:
+        if resume:
+            tuner = tune.Tuner.restore(storage.join(name), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True, restart_errored=False)
+        else:
+            searcher = OptunaSearch(metric=metrics, mode=modes, seed=space.seed, study_name=name,
+                                    storage=optuna.storages.RDBStorage(study_url))
+            scheduler = ASHAScheduler(time_attr="training_iteration", metric=space.metric, mode="max",
+                                      max_t=_evals_per_trial(space, base), grace_period=space.scheduler.grace_period,
+                                      reduction_factor=space.scheduler.reduction_factor)
+            tuner = tune.Tuner(
+                trainable,
+                param_space={k: p.tune_domain() for k, p in space.params.items()},
+                tune_config=tune.TuneConfig(num_samples=trials, scheduler=scheduler,
+                                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+                                            **({} if pareto else {"metric": space.metric, "mode": "max"})),
+                run_config=tune.RunConfig(name=name, storage_path=storage.uri, verbose=verbose,
+                                          failure_config=tune.FailureConfig(max_failures=1)))
+        grid = tuner.fit()
+        status = "finished"
+    except (KeyboardInterrupt, SystemExit):
+        status = "interrupted"
+        raise KeyboardInterrupt from None
+    finally:
+        storage.write_json(record | {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                           name, SWEEP_FILE)
+        if started:
+            ray.shutdown()
+    return grid
