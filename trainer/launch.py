@@ -59,7 +59,8 @@ def _probe(address: str, timeout: float = 10.0) -> None:
         raise DiscoError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
 
 
-def connect(address: str | None, num_cpus: float | None = None, num_gpus: float | None = None) -> bool:
+def connect(address: str | None, num_cpus: float | None = None, num_gpus: float | None = None,
+            worker_output: bool = True) -> bool:
     """ray.init an embedded local instance (address None) or join a cluster; True if we started Ray."""
     import ray
 
@@ -72,7 +73,7 @@ def connect(address: str | None, num_cpus: float | None = None, num_gpus: float 
         return False
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0)
     ray.init(address="local", num_cpus=int(cpus + 0.999), num_gpus=num_gpus, include_dashboard=True,
-             logging_config=ray.LoggingConfig(log_level="ERROR"), configure_logging=True)
+             logging_config=ray.LoggingConfig(log_level="ERROR"), log_to_driver=worker_output)
     return True
 
 

@@ -90,6 +90,34 @@ def format_table(record: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot_pareto(record: dict, rows: list[dict], path: str | Path) -> Path:
+    """Validation metric against block applications per training sample; the front highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from arc_data.fsio import atomic_output
+
+    metric = record["metric"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for front, style in ((False, dict(c="0.6", marker="o")), (True, dict(c="C3", marker="*", s=120))):
+        pts = [r for r in rows if r.get("pareto", False) == front and r[metric] is not None]
+        ax.scatter([r[APPS_METRIC] for r in pts], [r[metric] for r in pts], label="Pareto front" if front else "trial",
+                   **style)
+        for r in pts:
+            ax.annotate(r["method"], (r[APPS_METRIC], r[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("block applications per training sample (lower = cheaper)")
+    ax.set_ylabel(f"{metric} (validation split)")
+    ax.set_title(f"sweep {record['name']}")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +58,12 @@ def _sweep(args: argparse.Namespace) -> None:
         load_space(args.space or "")  # validate before touching Ray
     run_sweep(args.space, name, storage, args.trials, args.concurrency, args.workers_per_trial, args.address,
               args.objective, bool(args.resume), args.study_url)
-    print(format_table(*leaderboard(storage, name)))
+    record, rows = leaderboard(storage, name)
+    print(format_table(record, rows))
+    if record.get("objective") == "pareto" and storage.is_local:
+        from .best import plot_pareto
+
+        print(f"Pareto front plot: {plot_pareto(record, rows, Path(storage.uri, name, 'pareto.png'))}")
 
 
 def _best(args: argparse.Namespace) -> None:

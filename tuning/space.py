@@ -17,7 +17,7 @@ validated by the same pydantic model as `disco train`, before the sweep starts f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -36,15 +36,15 @@ class Param(BaseModel):
     choice: list[Any] | None = Field(None, min_length=1, description="categorical values")
     uniform: tuple[float, float] | None = Field(None, description="float in [low, high]")
     loguniform: tuple[float, float] | None = Field(None, description="float, log scale, low > 0")
-    int: tuple[int, int] | None = Field(None, description="integer in [low, high]")
-    step: int | None = Field(None, ge=1, description="integer step (with int)")
+    randint: tuple[int, int] | None = Field(None, description="integer in [low, high]")
+    step: int | None = Field(None, ge=1, description="integer step (with randint)")
 
     @model_validator(mode="after")
     def _one(self) -> Param:
-        given = [k for k in ("choice", "uniform", "loguniform", "int") if getattr(self, k) is not None]
+        given = [k for k in ("choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of choice, uniform, loguniform, int")
-        for k in ("uniform", "loguniform", "int"):
+            raise ValueError("give exactly one of choice, uniform, loguniform, randint")
+        for k in ("uniform", "loguniform", "randint"):
             bounds = getattr(self, k)
             if bounds is not None and not bounds[0] < bounds[1]:
                 raise ValueError(f"{k} needs low < high")
@@ -61,12 +61,14 @@ class Param(BaseModel):
             return tune.uniform(*self.uniform)
         if self.loguniform is not None:
             return tune.loguniform(*self.loguniform)
-        lo, hi = self.int
+        lo, hi = self.randint
         return tune.qrandint(lo, hi, self.step) if self.step else tune.randint(lo, hi + 1)
 
 
 class Scheduler(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    type: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early; fifo runs all to the end")
 
     grace_period: int = Field(1, ge=1, description="evaluations every trial gets before ASHA may stop it")
     reduction_factor: float = Field(2, gt=1, description="ASHA keeps 1/reduction_factor at each rung")
@@ -154,8 +156,10 @@ def load_space(path: str | Path) -> tuple[SweepSpace, dict]:
     candidates = [Path(space.base), *(parent / space.base for parent in list(path.resolve().parents)[:3])]
     base_path = next((c for c in candidates if c.is_file()), candidates[0])
     base = load_spec(base_path).model_dump(mode="json")
+    # Trials run in Ray's session directory: the dataset path must be absolute.
+    base["data"]["path"] = str(Path(base["data"]["path"]).expanduser().resolve())
     # Validate the corners now, not in trial 17: the first value of every parameter.
-    first = {k: (p.choice[0] if p.choice is not None else (p.uniform or p.loguniform or p.int)[0])
+    first = {k: (p.choice[0] if p.choice is not None else (p.uniform or p.loguniform or p.randint)[0])
              for k, p in space.params.items()}
     space.trial_spec(base, first)
     return space, base

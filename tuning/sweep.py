@@ -38,12 +38,36 @@ def run_trial(config: dict, base: dict, space: dict, runs: str, workers: int) ->
     storage = Storage.of(runs)
     name = f"trial-{tune.get_context().get_trial_id()}"
     # A restored sweep re-runs unfinished trials: their run continues from its last checkpoint.
-    train(spec, storage, name=name, resume=storage.read_text(name, "run.json") is not None, progress=False,
-          callbacks=[TuneReportCallback()])
+    resumed = storage.read_text(name, "run.json") is not None
+    out = train(spec, storage, name=name, resume=resumed, progress=False, callbacks=[TuneReportCallback()])
+    if resumed and out.metrics:
+        # The run may have had nothing left to train (killed after its last evaluation): report its
+        # final metrics once more so Tune and the searcher see a result for this trial.
+        tune.report({k: v for k, v in out.metrics.items() if isinstance(v, int | float | str)})
+
+
+def _progress_callback(metric: str):
+    """One line per trial evaluation and per finished trial, instead of Tune's tables."""
+    from ray.tune import Callback
+
+    class Lines(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            print(f"  {trial.trial_id}  eval {result.get('training_iteration')}  batch {result.get('batch')}  "
+                  f"{metric} {result.get(metric, float('nan')):.4f}  ({sum(t.status == 'RUNNING' for t in trials)} "
+                  f"running, {sum(t.status == 'TERMINATED' for t in trials)} done)", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            print(f"  {trial.trial_id}  finished after {trial.last_result.get('training_iteration', 0)} evaluation(s)",
+                  flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"  {trial.trial_id}  failed (see its error file under the sweep directory)", flush=True)
+
+    return Lines()
 
 
 def _evals_per_trial(space: SweepSpace, base: dict) -> int:
-    spec = space.trial_spec(base, {k: (p.choice[0] if p.choice else (p.uniform or p.loguniform or p.int)[0])
+    spec = space.trial_spec(base, {k: (p.choice[0] if p.choice else (p.uniform or p.loguniform or p.randint)[0])
                                    for k, p in space.params.items()})
     return max(1, int(spec.train.budget // spec.train.eval_interval) + (spec.train.budget % spec.train.eval_interval > 0))
 
@@ -51,11 +75,11 @@ def _evals_per_trial(space: SweepSpace, base: dict) -> int:
 def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int | None = None,
               concurrency: int | None = None, workers_per_trial: int = 1, address: str | None = None,
               objective: str = "single", resume: bool = False, study_url: str | None = None,
-              verbose: int = 1):
+              verbose: int = 0):
     import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -82,7 +106,8 @@ def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int |
             study_url = f"sqlite:///{Path(storage.uri, name, 'study.db')}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    started = connect(address)
+    # Worker output stays in Ray's logs: stopped trials print actor-death noise otherwise.
+    started = connect(address, worker_output=False)
     record = {"name": name, "space": space.model_dump(mode="json"), "base": base, "trials": trials,
               "concurrency": concurrency, "workers_per_trial": workers_per_trial, "objective": objective,
               "study_url": study_url, "metric": space.metric, "selection_split": "validation",
@@ -107,16 +132,18 @@ def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int |
         else:
             searcher = OptunaSearch(metric=metrics, mode=modes, seed=space.seed, study_name=name,
                                     storage=optuna.storages.RDBStorage(study_url))
-            scheduler = ASHAScheduler(time_attr="training_iteration", metric=space.metric, mode="max",
-                                      max_t=_evals_per_trial(space, base), grace_period=space.scheduler.grace_period,
-                                      reduction_factor=space.scheduler.reduction_factor)
+            scheduler = (ASHAScheduler(time_attr="training_iteration", metric=space.metric, mode="max",
+                                       max_t=_evals_per_trial(space, base), grace_period=space.scheduler.grace_period,
+                                       reduction_factor=space.scheduler.reduction_factor)
+                         if space.scheduler.type == "asha" else FIFOScheduler())
             tuner = tune.Tuner(
                 trainable,
                 param_space={k: p.tune_domain() for k, p in space.params.items()},
+                # metric and mode live in the searcher and the scheduler (Tune refuses them twice)
                 tune_config=tune.TuneConfig(num_samples=trials, scheduler=scheduler,
-                                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                                            **({} if pareto else {"metric": space.metric, "mode": "max"})),
+                                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency)),
                 run_config=tune.RunConfig(name=name, storage_path=storage.uri, verbose=verbose,
+                                          callbacks=[_progress_callback(space.metric)] if verbose == 0 else None,
                                           failure_config=tune.FailureConfig(max_failures=1)))
         grid = tuner.fit()
         status = "finished"
@@ -128,4 +155,14 @@ def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int |
                            name, SWEEP_FILE)
         if started:
             ray.shutdown()
+    errors = [r.error for r in grid if r.error is not None]
+    if errors and len(errors) == len(grid):
+        raise DiscoError(f"all {len(errors)} trials failed; the first: {_last_line(errors[0])}")
+    for e in errors:
+        print(f"warning: a trial failed: {_last_line(e)}")
     return grid
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [x for x in str(e).strip().splitlines() if x.strip()]
+    return lines[-1] if lines else type(e).__name__

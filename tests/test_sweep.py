@@ -1,0 +1,119 @@
+"""Sweeps on a real embedded Ray: Tune + Optuna (sqlite study) + ASHA over real training runs,
+the leaderboard, exporting the best checkpoint, resuming a killed sweep. (~4 min; marked slow.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from arc_data.build import build_dataset
+from arc_data.manifest import BuildConfig
+from cluster.cli import main
+from cluster.storage import Storage
+from tuning.best import leaderboard, pull
+from tuning.sweep import run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory, tiny_spec) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    build_dataset(BuildConfig(sources=["arc1"], canvas=10, tasks=4, augmentations=2, seed=1), root / "data",
+                  progress=False)
+    base = tiny_spec(str(root / "data"), budget=8, eval_interval=2, log_interval=2).model_dump(mode="json")
+    base["runtime"]["workers"] = 1
+    base["tracking"]["wandb"] = "off"
+    (root / "base.yaml").write_text(yaml.safe_dump(base))
+    space = {"base": str(root / "base.yaml"), "metric": "val_accuracy", "validation_fraction": 0.5,
+             "trials": 4, "concurrency": 2, "scheduler": {"grace_period": 1, "reduction_factor": 2},
+             "params": {"optim.lr": {"choice": [1.0e-6, 3.0e-3]}, "objective.schedule": {"choice": ["linear", "cosine"]}}}
+    (root / "space.yaml").write_text(yaml.safe_dump(space))
+    return root / "space.yaml"
+
+
+def _study_states(storage: Storage, name: str) -> list[str]:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{Path(storage.uri, name, 'study.db')}")
+    return [t.state.name for t in study.trials]
+
+
+def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_local, space_file, tmp_path, capsys):
+    storage = Storage.of(str(tmp_path / "runs"))
+    grid = run_sweep(str(space_file), "s", storage)
+    assert len(grid) == 4 and all(r.error is None for r in grid)
+    record, rows = leaderboard(storage, "s")
+    assert len(rows) == 4 and record["status"] == "finished" and record["selection_split"] == "validation"
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["val_accuracy"] >= rows[-1]["val_accuracy"]
+    assert any(r["status"] == "stopped early" for r in rows), "ASHA stopped no trial"
+    assert any(r["status"] == "complete" for r in rows)
+    assert _study_states(storage, "s").count("COMPLETE") == 4  # the persistent Optuna study holds every trial
+
+    out = pull("s", storage, tmp_path / "best")
+    assert {"model.safetensors", "config.json", "metrics.json", "MODEL_CARD.md", "COMMIT"} <= {
+        p.name for p in out.iterdir()}
+    assert main(["eval", "--checkpoint", str(out), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["selection_split"] == "validation"
+    # The export loads with plain torch + trainer.model alone.
+    import torch
+    from safetensors.torch import load_file
+
+    from trainer.model import ModelConfig, TinyRecursiveModel
+
+    cfg = ModelConfig(**json.loads((out / "config.json").read_text())["model"])
+    state = load_file(str(out / "model.safetensors"))
+    state.pop("puzzle_emb.weight")
+    model = TinyRecursiveModel(cfg)
+    model.load_state_dict(state)
+    assert torch.equal(model.lm_head.weight, state["lm_head.weight"])
+
+    capsys.readouterr()
+    assert main(["best", "s", "--storage", storage.uri, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["rows"]) == 4
+
+
+def test_killed_sweep_resumes_to_exactly_the_requested_trials(ray_local, space_file, tmp_path):
+    storage = Storage.of(str(tmp_path / "runs"))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "sweep", "--space", str(space_file), "--name", "k",
+                             "--storage", storage.uri], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    runs = Path(storage.uri, "k", "runs")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        evals = sum(1 for f in runs.glob("*/metrics.jsonl") for line in f.read_text().splitlines() if '"eval"' in line)
+        if evals >= 2:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, at once
+    proc.wait()
+    assert json.loads(Path(storage.uri, "k", "sweep.json").read_text())["status"] == "running"
+
+    grid = run_sweep(None, "k", storage, resume=True)
+    assert len(grid) == 4 and all(r.error is None for r in grid)
+    configs = [tuple(sorted(r.config.items())) for r in grid]
+    trial_ids = [r.path for r in grid]
+    assert len(set(trial_ids)) == 4
+    _, rows = leaderboard(storage, "k")
+    assert len(rows) == 4 and {r["trial"] for r in rows} == {f"trial-{Path(p).name.split('_')[2]}" for p in trial_ids}
+    assert len(configs) == 4
+    assert _study_states(storage, "k").count("COMPLETE") >= 4 - 2  # trials running at the kill may be re-told
+
+
+def test_malformed_space_is_one_line_naming_the_field(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"base": "dis_cpu_tiny.yaml", "params": {"optim.lr": {"loguniform": [0, 1]}}}))
+    assert main(["sweep", "--space", str(bad), "--name", "x", "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "params.optim.lr" in err[0] and "low > 0" in err[0]
+    assert not (tmp_path / "runs").exists()
