@@ -13,6 +13,7 @@ from pydantic import ValidationError as _ValidationError
 
 from arc_data import cli as data_cli
 from arc_data.errors import DiscoError
+from cluster import commands as cluster_cli
 from trainer import cli as trainer_cli
 from tuning import cli as tuning_cli
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(sub)
     trainer_cli.register(sub)
     tuning_cli.register(sub)
+    cluster_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""`disco compare | submit | jobs`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("compare", help="DIS vs TRM-ACT at equal width, data, seeds and budget: report.md/.html")
+    c.add_argument("--preset", help="compact | medium | cpu_tiny (pairs configs/dis_X.yaml with configs/trm_X.yaml)")
+    c.add_argument("--from", dest="runs", nargs="+", metavar="RUN", help="assemble finished runs instead of training")
+    c.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    c.add_argument("--budget", help="samples=N (training rows per run) or minutes=M (training wall time per run)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override both configs")
+    c.add_argument("--out", help="report directory (default: <storage>/compare-<preset>-<time>)")
+    c.add_argument("--allow-mismatch", action="store_true", help="compare runs with different data or widths")
+    c.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    c.add_argument("--storage")
+    c.set_defaults(func=_compare)
+
+    s = sub.add_parser("submit", help="submit `disco train|sweep|compare ...` to a Ray cluster as a job",
+                       description="Submit a disco command as a Ray job: disco submit [--address URL] -- train ...")
+    s.add_argument("--address", help="Jobs API, e.g. http://HEAD:8265 (default $RAY_API_SERVER_ADDRESS or "
+                                      "http://127.0.0.1:8265)")
+    s.add_argument("--env", action="append", default=[], metavar="NAME",
+                   help="forward this environment variable to the job (value never printed); repeatable")
+    s.add_argument("--id", help="submission id (default: generated)")
+    s.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    s.set_defaults(func=_submit)
+
+    j = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")
+    j.add_argument("action", choices=("list", "status", "logs", "stop"))
+    j.add_argument("job_id", nargs="?")
+    j.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
+    j.add_argument("--address")
+    j.set_defaults(func=_jobs)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from arc_data.errors import DiscoError
+    from cluster.storage import Storage
+
+    from .compare import check_comparable, collect, run_pair, write_report
+
+    storage = Storage.of(args.storage)
+    if bool(args.preset) == bool(args.runs):
+        raise DiscoError("give either --preset compact|medium|cpu_tiny or --from RUN...")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.preset:
+        names = run_pair(args.preset, args.seeds, args.budget, storage, f"cmp-{args.preset}-{stamp}", args.address,
+                         args.set)
+    else:
+        names = args.runs
+    runs = collect(storage, names)
+    if {r["method"] for r in runs} != {"dis", "trm"}:
+        raise DiscoError("a comparison needs at least one DIS run and one TRM run")
+    check_comparable([(r["method"], r["spec"], r["fingerprint"]) for r in runs], allow=args.allow_mismatch)
+    out = args.out or storage.join(f"compare-{args.preset or 'runs'}-{stamp}")
+    title = f"DIS vs TRM-ACT: {args.preset or 'selected runs'}"
+    report = write_report(runs, out, title)
+    print(report.read_text())
+    print(f"\nwrote {report} and {report.with_suffix('.html')}")
+
+
+def _submit(args: argparse.Namespace) -> None:
+    from .jobs import submit
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    job = submit(args.address, argv, args.env, submission_id=args.id)
+    print(job)
+
+
+def _jobs(args: argparse.Namespace) -> None:
+    from arc_data.errors import DiscoError
+
+    from .jobs import client
+
+    c = client(args.address)
+    if args.action == "list":
+        for info in sorted(c.list_jobs(), key=lambda i: i.start_time or 0):
+            status = str(info.status).split(".")[-1]
+            print(f"{info.submission_id or info.job_id:36} {status:10} {info.entrypoint}")
+        return
+    if not args.job_id:
+        raise DiscoError(f"jobs {args.action} needs a job id (see `disco jobs list`)")
+    try:
+        if args.action == "status":
+            info = c.get_job_info(args.job_id)
+            print(f"{args.job_id}: {str(info.status).split('.')[-1]}" + (f" ({info.message})" if info.message else ""))
+        elif args.action == "logs":
+            if args.follow:
+                import asyncio
+
+                async def tail():
+                    async for chunk in c.tail_job_logs(args.job_id):
+                        print(chunk, end="", flush=True)
+
+                asyncio.run(tail())
+            else:
+                print(c.get_job_logs(args.job_id), end="")
+        else:
+            print(f"{args.job_id}: {'stop requested' if c.stop_job(args.job_id) else 'already finished'}")
+    except RuntimeError as e:
+        raise DiscoError(f"job {args.job_id}: {str(e).strip().splitlines()[-1]}") from None

@@ -1,0 +1,78 @@
+"""Ray Jobs: submit disco commands to a cluster and follow them (`disco submit`, `disco jobs`).
+
+The Jobs API is served by the head's dashboard (`http://HEAD:8265`); the client needs
+`ray[default]`. Ray 2.60 turns token authentication on by default and disco keeps it on: the
+token is read the way Ray reads it (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`, or
+`~/.ray/auth_token`) and never printed. Environment variables are forwarded only when named with
+`--env NAME`; their values are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from arc_data.errors import DiscoError
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+PROJECT = Path(__file__).resolve().parents[1]
+EXCLUDES = [".venv", "runs", "data", ".git", ".pytest_cache", ".ruff_cache", "wandb", "**/__pycache__"]
+COMMANDS = ("train", "sweep", "compare", "eval", "data")
+
+
+def _auth_env() -> None:
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def client(address: str | None):
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS
+    url = urlparse(address if "://" in address else f"http://{address}")
+    try:
+        socket.create_connection((url.hostname, url.port or 8265), timeout=10).close()
+    except OSError as e:
+        raise DiscoError(f"cannot reach the Ray Jobs API at {address}: {e.strerror or e}") from None
+    _auth_env()
+    try:
+        from ray.job_submission import JobSubmissionClient
+    except (ImportError, RuntimeError) as e:
+        raise DiscoError(f"the Ray Jobs client needs ray[default]: {e}") from None
+    try:
+        return JobSubmissionClient(url.geturl())
+    except Exception as e:  # noqa: BLE001 - auth and connection errors come in several types
+        raise DiscoError(f"Ray Jobs API at {address}: {str(e).strip().splitlines()[-1]}") from None
+
+
+def submit(address: str | None, argv: list[str], env_names: list[str], working_dir: Path = PROJECT,
+           submission_id: str | None = None, no_wait: bool = True) -> str:
+    if not argv or argv[0] not in COMMANDS:
+        raise DiscoError(f"disco submit -- COMMAND ...: COMMAND must be one of {', '.join(COMMANDS)}")
+    missing = [n for n in env_names if n not in os.environ]
+    if missing:
+        raise DiscoError(f"--env {', '.join(missing)}: not set in this environment")
+    import shlex
+
+    c = client(address)
+    env = {n: os.environ[n] for n in env_names} | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    entry = "python -m cluster.cli " + " ".join(shlex.quote(a) for a in argv)
+    # Inside the job, `disco train` joins the cluster the job runs on.
+    if argv[0] in ("train", "sweep") and "--address" not in argv:
+        entry += " --address auto"
+    return c.submit_job(entrypoint=entry, submission_id=submission_id,
+                        runtime_env={"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": env},
+                        metadata={"disco": argv[0]}, entrypoint_num_cpus=0)
+
+
+def wait(address: str | None, job_id: str, timeout: float = 600, poll: float = 1.0) -> str:
+    c = client(address)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = str(c.get_job_status(job_id)).split(".")[-1]
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status
+        time.sleep(poll)
+    raise DiscoError(f"job {job_id} did not finish within {timeout:.0f} s")
