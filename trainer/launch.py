@@ -65,10 +65,11 @@ def connect(address: str | None, num_cpus: float | None = None, num_gpus: float 
     import ray
 
     env = ray_env()
+    if address:
+        _probe(address)  # also when Ray is up already: a wrong address is an error, not ignored
     if ray.is_initialized():
         return False
     if address:
-        _probe(address)
         ray.init(address=address, runtime_env={"env_vars": env}, logging_config=ray.LoggingConfig(log_level="ERROR"))
         return False
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0)
