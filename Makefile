@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/step_cost.py
 	$(BIN)/python bench/ray_overhead.py
+	$(BIN)/python bench/sweep_efficiency.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
