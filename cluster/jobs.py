@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -65,14 +64,3 @@ def submit(address: str | None, argv: list[str], env_names: list[str], working_d
     return c.submit_job(entrypoint=entry, submission_id=submission_id,
                         runtime_env={"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": env},
                         metadata={"disco": argv[0]}, entrypoint_num_cpus=0)
-
-
-def wait(address: str | None, job_id: str, timeout: float = 600, poll: float = 1.0) -> str:
-    c = client(address)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = str(c.get_job_status(job_id)).split(".")[-1]
-        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-            return status
-        time.sleep(poll)
-    raise DiscoError(f"job {job_id} did not finish within {timeout:.0f} s")

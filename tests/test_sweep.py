@@ -101,12 +101,10 @@ def test_killed_sweep_resumes_to_exactly_the_requested_trials(ray_local, space_f
 
     grid = run_sweep(None, "k", storage, resume=True)
     assert len(grid) == 4 and all(r.error is None for r in grid)
-    configs = [tuple(sorted(r.config.items())) for r in grid]
     trial_ids = [r.path for r in grid]
     assert len(set(trial_ids)) == 4
     _, rows = leaderboard(storage, "k")
     assert len(rows) == 4 and {r["trial"] for r in rows} == {f"trial-{Path(p).name.split('_')[2]}" for p in trial_ids}
-    assert len(configs) == 4
     assert _study_states(storage, "k").count("COMPLETE") >= 4 - 2  # trials running at the kill may be re-told
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .device import DEVICE_CHOICES
+
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="run storage: a directory or s3://, gs://… (default ./runs or $DISCO_STORAGE)")
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--votes", type=int, help="augmented versions voted per test pair (default: the run's setting)")
     e.add_argument("--out", help="write metrics.json, submission.json and puzzles.json here")
     e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     e.add_argument("--allow-fingerprint-mismatch", action="store_true",
                    help="evaluate on data other than the checkpoint's own")
     _storage_arg(e)
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", required=True, help="ARC task JSON ({'train': [...], 'test': [...]})")
     p.add_argument("--png", help="also draw input, every supervision step and target to this PNG")
     p.add_argument("--steps", type=int, help="supervision steps (default: as trained)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     _storage_arg(p)
     p.set_defaults(func=_predict)
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from arc_data.errors import DiscoError
 
+from .device import DevicePreference
 from .model import ModelConfig
 from .objectives import ACTConfig, DISConfig
 from .optim import OptimConfig
@@ -54,7 +55,7 @@ class LoopConfig(BaseModel):
 class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when the worker has a GPU")
+    device: DevicePreference = Field("auto", description="auto = CUDA when the worker has a GPU")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU")
     compile: bool | None = Field(None, description="torch.compile the model; None = on CUDA only")
     workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
@@ -143,6 +144,17 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file whose top level is a mapping; one-line errors naming the file."""
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DiscoError(f"{what} {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise DiscoError(f"{what} {path}: expected a mapping at the top level")
+    return loaded
+
+
 def load_spec(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RunSpec:
     """Read a YAML preset (or start from `base`), apply overrides, validate."""
     raw: dict = dict(base or {})
@@ -150,11 +162,5 @@ def load_spec(path: str | Path | None, overrides: list[str] | None = None, base:
         path = Path(path)
         if not path.is_file():
             raise DiscoError(f"config {path} not found (presets live in configs/, e.g. configs/dis_cpu_tiny.yaml)")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise DiscoError(f"config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise DiscoError(f"config {path}: expected a mapping at the top level")
-        raw = merge(raw, loaded)
+        raw = merge(raw, read_yaml_mapping(path, "config"))
     return RunSpec.model_validate(merge(raw, parse_overrides(overrides or [])))

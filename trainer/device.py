@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported where used, so the CLI can read the choices cheaply
+    import torch
 
 Precision = Literal["auto", "fp32", "bf16"]
+DevicePreference = Literal["auto", "cpu", "cuda"]
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def backend_for(use_accelerator: bool) -> str:
+    """torch.distributed backend for workers with (NCCL) or without (gloo) a GPU."""
+    return "nccl" if use_accelerator else "gloo"
 
 
 @dataclass(frozen=True)
@@ -30,12 +38,16 @@ class Runtime:
     def synchronize(self) -> None:
         """Wait for queued device work (for timings); a no-op on CPU."""
         if self.is_accelerator:
+            import torch
+
             torch.cuda.synchronize(self.device)
 
 
 def pick_runtime(prefer: str = "auto", precision: Precision = "auto", compile: bool | None = None,
                  local_rank: int = 0) -> Runtime:
     """prefer: "auto" | "cpu" | "cuda"; compile None = on for CUDA only."""
+    import torch
+
     use_cuda = torch.cuda.is_available() and prefer in ("auto", "cuda")
     if prefer == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was requested but torch sees no GPU")
@@ -48,12 +60,14 @@ def pick_runtime(prefer: str = "auto", precision: Precision = "auto", compile: b
         dtype = torch.bfloat16 if use_cuda else torch.float32
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    return Runtime(device=device, dtype=dtype, backend="nccl" if use_cuda else "gloo",
+    return Runtime(device=device, dtype=dtype, backend=backend_for(use_cuda),
                    compile=use_cuda if compile is None else compile)
 
 
 def set_cpu_threads(default: int = 1) -> int:
     """Torch intra-op threads = OMP_NUM_THREADS (Ray sets it to the worker's CPUs) or `default`."""
+    import torch
+
     n = int(os.environ.get("OMP_NUM_THREADS", default))
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()

@@ -19,6 +19,7 @@ from arc_data.errors import DiscoError
 from cluster.storage import Storage
 
 from .config import RunSpec
+from .device import backend_for
 from .runs import RUN_FILE, best_checkpoint
 from .tracking import METRICS_FILE, read_metrics
 
@@ -165,7 +166,7 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, address: str
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec.model_dump(mode="json"), "name": name, "storage": storage.uri},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=backend_for(use_gpu)),
         scaling_config=ScalingConfig(num_workers=rt.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name, storage_path=storage.uri,

@@ -19,11 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from arc_data.errors import DiscoError
-from trainer.config import SELECT_METRICS, RunSpec, load_spec, merge
+from trainer.config import SELECT_METRICS, RunSpec, load_spec, merge, read_yaml_mapping
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 
@@ -103,6 +102,11 @@ class SweepSpace(BaseModel):
                 raise ValueError(f"{key!r}: use a dotted config path such as optim.lr, or method")
         return v
 
+    def first_values(self) -> dict[str, Any]:
+        """The first value (or lower bound) of every parameter: one concrete trial config."""
+        return {k: p.choice[0] if p.choice is not None else (p.uniform or p.loguniform or p.randint)[0]
+                for k, p in self.params.items()}
+
     def trial_spec(self, base: dict, params: dict[str, Any]) -> RunSpec:
         """The run config of one trial: base + set + sampled params + the sweep's selection settings."""
         from trainer.objectives import ACTConfig, DISConfig
@@ -135,12 +139,7 @@ def load_space(path: str | Path) -> tuple[SweepSpace, dict]:
     if not path.is_file():
         raise DiscoError(f"search space {path} not found (shipped spaces: "
                          f"{', '.join(sorted(p.stem for p in SHIPPED.glob('*.yaml')))} in configs/sweeps/)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DiscoError(f"search space {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise DiscoError(f"search space {path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, "search space")
     try:
         space = SweepSpace.model_validate(raw)
     except Exception as e:  # pydantic ValidationError -> one line naming the field
@@ -158,8 +157,5 @@ def load_space(path: str | Path) -> tuple[SweepSpace, dict]:
     base = load_spec(base_path).model_dump(mode="json")
     # Trials run in Ray's session directory: the dataset path must be absolute.
     base["data"]["path"] = str(Path(base["data"]["path"]).expanduser().resolve())
-    # Validate the corners now, not in trial 17: the first value of every parameter.
-    first = {k: (p.choice[0] if p.choice is not None else (p.uniform or p.loguniform or p.randint)[0])
-             for k, p in space.params.items()}
-    space.trial_spec(base, first)
+    space.trial_spec(base, space.first_values())  # fail now, not in trial 17
     return space, base

@@ -12,6 +12,7 @@ a trial between evaluations. The trial itself holds no CPU; its workers do.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -67,9 +68,8 @@ def _progress_callback(metric: str):
 
 
 def _evals_per_trial(space: SweepSpace, base: dict) -> int:
-    spec = space.trial_spec(base, {k: (p.choice[0] if p.choice else (p.uniform or p.loguniform or p.randint)[0])
-                                   for k, p in space.params.items()})
-    return max(1, int(spec.train.budget // spec.train.eval_interval) + (spec.train.budget % spec.train.eval_interval > 0))
+    train = space.trial_spec(base, space.first_values()).train
+    return max(1, math.ceil(train.budget / train.eval_interval))
 
 
 def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int | None = None,
