@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 
@@ -69,6 +70,8 @@ def _submit(args: argparse.Namespace) -> None:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     job = submit(args.address, argv, args.env, submission_id=args.id)
     print(job)
+    print(f"follow it with: disco jobs logs {job} --follow" + (f" --address {args.address}" if args.address else ""),
+          file=sys.stderr)
 
 
 def _jobs(args: argparse.Namespace) -> None:
@@ -86,20 +89,31 @@ def _jobs(args: argparse.Namespace) -> None:
         raise DiscoError(f"jobs {args.action} needs a job id (see `disco jobs list`)")
     try:
         if args.action == "status":
-            info = c.get_job_info(args.job_id)
-            print(f"{args.job_id}: {str(info.status).split('.')[-1]}" + (f" ({info.message})" if info.message else ""))
+            print(_status_line(c, args.job_id))
         elif args.action == "logs":
-            if args.follow:
-                import asyncio
-
-                async def tail():
-                    async for chunk in c.tail_job_logs(args.job_id):
-                        print(chunk, end="", flush=True)
-
-                asyncio.run(tail())
-            else:
+            if not args.follow:
                 print(c.get_job_logs(args.job_id), end="")
+                return
+            import asyncio
+
+            async def tail():
+                async for chunk in c.tail_job_logs(args.job_id):
+                    print(chunk, end="", flush=True)
+
+            asyncio.run(tail())
+            # A script that follows a job learns how it ended from the exit status.
+            line = _status_line(c, args.job_id)
+            if not line.split(": ", 1)[1].startswith("SUCCEEDED"):
+                raise DiscoError(line)
         else:
             print(f"{args.job_id}: {'stop requested' if c.stop_job(args.job_id) else 'already finished'}")
     except RuntimeError as e:
         raise DiscoError(f"job {args.job_id}: {str(e).strip().splitlines()[-1]}") from None
+
+
+def _status_line(c, job_id: str) -> str:
+    info = c.get_job_info(job_id)
+    # A failed job's message carries the tail of its logs; its first line says why (logs: `disco jobs logs`).
+    why = (info.message or "").strip().splitlines()[:1]
+    why = [w.split(", last available logs")[0] for w in why]
+    return f"{job_id}: {str(info.status).split('.')[-1]}" + (f" ({why[0]})" if why else "")

@@ -9,6 +9,7 @@ token is read the way Ray reads it (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`, or
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -22,9 +23,16 @@ EXCLUDES = [".venv", "runs", "data", ".git", ".pytest_cache", ".ruff_cache", "wa
 COMMANDS = ("train", "sweep", "compare", "eval", "data")
 
 
-def _auth_env() -> None:
+def _token_source() -> str | None:
+    """Where Ray will read the token from (never the token itself), or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
-    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+    return str(token_file) if token_file.is_file() else None
+
+
+def _auth_env() -> None:
+    if "RAY_AUTH_MODE" not in os.environ and _token_source():
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -40,9 +48,19 @@ def client(address: str | None):
         from ray.job_submission import JobSubmissionClient
     except (ImportError, RuntimeError) as e:
         raise DiscoError(f"the Ray Jobs client needs ray[default]: {e}") from None
+    # Ray's packaging and websocket INFO lines (one per ignored file) would bury the job id.
+    for name in ("ray", "ray.dashboard.modules.job.sdk", "ray.dashboard.modules.dashboard_sdk",
+                 "ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return JobSubmissionClient(url.geturl())
     except Exception as e:  # noqa: BLE001 - auth and connection errors come in several types
+        if type(e).__name__ == "AuthenticationError":
+            source = _token_source()
+            raise DiscoError(
+                f"the Ray cluster at {address} refused the token from {source}" if source else
+                f"the Ray cluster at {address} uses token authentication and no token was found: set "
+                "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or copy the head's ~/.ray/auth_token") from None
         raise DiscoError(f"Ray Jobs API at {address}: {str(e).strip().splitlines()[-1]}") from None
 
 

@@ -34,6 +34,8 @@ def test_overrides_parse_yaml_values_into_nested_keys():
         parse_overrides(["optim.lr"])
     spec = load_spec(CONFIGS / "dis_cpu_tiny.yaml", ["optim.lr=0.01", "objective.schedule=power(2)"])
     assert spec.optim.lr == 0.01 and spec.objective.schedule == "power(2)"
+    # YAML 1.1 reads an unquoted `off` as False; the tracking mode still means "off".
+    assert load_spec(CONFIGS / "dis_cpu_tiny.yaml", ["tracking.wandb=off"]).tracking.wandb == "off"
 
 
 @pytest.mark.parametrize("override,message", [

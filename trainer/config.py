@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from arc_data.errors import DiscoError
 
@@ -71,6 +71,12 @@ class TrackingConfig(BaseModel):
                                                       "WANDB_API_KEY in the environment")
     project: str = Field("disco", description="W&B project")
     entity: str | None = Field(None, description="W&B entity (team)")
+
+    @field_validator("wandb", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads an unquoted `off` as False (in files and in --set alike).
+        return "off" if v is False else v
 
 
 # Evaluation metrics a checkpoint can be ranked by (all "higher is better").

@@ -8,6 +8,7 @@ Each run lives in `<storage>/<name>/`: Ray's checkpoints (`checkpoint_<batch>/`)
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -71,6 +72,10 @@ def connect(address: str | None, num_cpus: float | None = None, num_gpus: float 
     if ray.is_initialized():
         return False
     if address:
+        # Inside a Ray job (`disco submit`) the job's runtime_env already sets some of these; Ray refuses
+        # a driver runtime_env that repeats a key, and the job's value is the one the user chose.
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        env = {k: v for k, v in env.items() if k not in ((job.get("runtime_env") or {}).get("env_vars") or {})}
         ray.init(address=address, runtime_env={"env_vars": env}, logging_config=ray.LoggingConfig(log_level="ERROR"))
         return False
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0)
