@@ -125,9 +125,10 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
             continue
         row = {"runs": len(rs), "seeds": sorted(r["spec"]["train"]["seed"] for r in rs),
                "params": rs[0]["start"].get("params"),
-               "apps_train": float(np.mean([r["train"][-1].get("block_apps_per_sample", float("nan")) for r in rs])),
+               "apps_train": float(np.mean([_apps_per_sample(r) for r in rs])),
                "apps_eval": rs[0]["final"].get("block_apps_per_sample"),
-               "samples_per_s": float(np.mean([r["train"][-1]["samples_per_s"] for r in rs])),
+               "samples_per_s": float(np.mean([r["final"]["batch"] * r["spec"]["train"]["global_batch_size"]
+                                               / max(r["final"]["train_time_s"], 1e-9) for r in rs])),
                "wall_s": float(np.mean([r["final"]["train_time_s"] + sum(e["eval_time_s"] for e in r["evals"])
                                         for r in rs])),
                "batches": int(np.mean([r["final"]["batch"] for r in rs])),
@@ -143,6 +144,25 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
     return table
 
 
+def _apps_per_sample(run: dict) -> float:
+    """Block applications per finished training sample over the whole run (log intervals weighted by
+    batches; TRM-ACT intervals in which no sample halted have no value)."""
+    recs, prev, num, den = run["train"], 0, 0.0, 0
+    for r in recs:
+        if "block_apps_per_sample" in r:
+            num, den = num + r["block_apps_per_sample"] * (r["batch"] - prev), den + r["batch"] - prev
+        prev = r["batch"]
+    return num / den if den else float("nan")
+
+
+def _apps_per_row(spec: dict) -> int:
+    """Block applications one batch row costs: DIS runs every supervision step on it, TRM-ACT one
+    step of the row's carried state (T cycles of n latent updates plus one answer update)."""
+    m = spec["model"]
+    per_step = m["cycles"] * (m["latent_steps"] + 1)
+    return per_step * (m["supervision_steps"] if spec["objective"]["method"] == "dis" else 1)
+
+
 def _plots(runs: list[dict], out: Path) -> list[str]:
     import matplotlib
 
@@ -153,11 +173,11 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
     colours = {"dis": "C0", "trm": "C3"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in runs:
-        gbs = r["spec"]["train"]["global_batch_size"]
-        t = [x["train_time_s"] for x in r["train"]]
-        acc = [x.get("accuracy", 0.0) for x in r["train"]]
-        batches = np.diff([0] + [x["batch"] for x in r["train"]])  # per log interval
-        compute = np.cumsum(batches * gbs * np.array([x.get("block_apps_per_sample", 0.0) for x in r["train"]]))
+        recs = [x for x in r["train"] if "accuracy" in x]  # TRM-ACT: intervals where something halted
+        t = [x["train_time_s"] for x in recs]
+        acc = [x["accuracy"] for x in recs]
+        # Compute actually spent up to each log: batches x rows x block applications per row.
+        compute = [x["batch"] * r["spec"]["train"]["global_batch_size"] * _apps_per_row(r["spec"]) for x in recs]
         label = f"{r['method'].upper()} seed {r['spec']['train']['seed']}"
         axes[0].plot(t, acc, color=colours[r["method"]], alpha=0.8, label=label)
         axes[1].plot(compute, acc, color=colours[r["method"]], alpha=0.8, label=label)

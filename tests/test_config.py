@@ -34,6 +34,7 @@ def test_overrides_parse_yaml_values_into_nested_keys():
         parse_overrides(["optim.lr"])
     spec = load_spec(CONFIGS / "dis_cpu_tiny.yaml", ["optim.lr=0.01", "objective.schedule=power(2)"])
     assert spec.optim.lr == 0.01 and spec.objective.schedule == "power(2)"
+    assert load_spec("dis_cpu_tiny") == load_spec(CONFIGS / "dis_cpu_tiny.yaml")  # a shipped preset by name
     # YAML 1.1 reads an unquoted `off` as False; the tracking mode still means "off".
     assert load_spec(CONFIGS / "dis_cpu_tiny.yaml", ["tracking.wandb=off"]).tracking.wandb == "off"
 
@@ -62,7 +63,7 @@ def test_cli_reports_bad_configs_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("disco: error: invalid configuration: optim.lr")
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
-    assert "not found" in capsys.readouterr().err
+    assert "not found (shipped presets: dis_compact," in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

@@ -16,7 +16,7 @@ def _storage_arg(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a model on Ray Train (embedded local Ray unless --address)",
                        description="Train DIS or TRM-ACT with Ray Train workers doing torch DDP.")
-    t.add_argument("--config", help="YAML preset, e.g. configs/dis_cpu_tiny.yaml (not needed with --resume)")
+    t.add_argument("--config", help="YAML file or shipped preset name, e.g. dis_cpu_tiny or configs/dis_cpu_tiny.yaml (not needed with --resume)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
     t.add_argument("--name", help="run name (default: <method>-<timestamp>); an existing name is refused")

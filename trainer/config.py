@@ -150,6 +150,9 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+
+
 def read_yaml_mapping(path: Path, what: str) -> dict:
     """A YAML file whose top level is a mapping; one-line errors naming the file."""
     try:
@@ -166,7 +169,10 @@ def load_spec(path: str | Path | None, overrides: list[str] | None = None, base:
     raw: dict = dict(base or {})
     if path is not None:
         path = Path(path)
+        if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
+            path = PRESETS / f"{path}.yaml"  # a shipped preset by name, e.g. dis_compact (any working directory)
         if not path.is_file():
-            raise DiscoError(f"config {path} not found (presets live in configs/, e.g. configs/dis_cpu_tiny.yaml)")
+            raise DiscoError(f"config {path} not found (shipped presets: "
+                             f"{', '.join(sorted(p.stem for p in PRESETS.glob('*.yaml')))})")
         raw = merge(raw, read_yaml_mapping(path, "config"))
     return RunSpec.model_validate(merge(raw, parse_overrides(overrides or [])))

@@ -86,6 +86,12 @@ def load_model_state(model, emb: PuzzleEmbedding, state: dict[str, torch.Tensor]
         emb.load_state_dict({"weight": table})
 
 
+# Metrics measured over a batch's scored rows (`count` of them). TRM-ACT scores only the rows that
+# halt at a step, and halting comes in bursts, so these are weighted by rows, not batches: a batch
+# where nothing halted must not pull accuracy and block applications towards zero.
+ROW_METRICS = ("accuracy", "exact_accuracy", "steps", "block_apps_per_sample", "q_halt_accuracy")
+
+
 class Averages:
     """Running sums of per-batch metrics, averaged across ranks when logged."""
 
@@ -95,10 +101,13 @@ class Averages:
 
     def add(self, outs: list[dict]) -> None:
         last = outs[-1]
-        values = {k: float(v) for k, v in last.items() if k not in ("loss", "dis_step", "count")}
+        rows = float(last.get("count", 1.0))
+        values = {k: float(v) * (rows if k in ROW_METRICS else 1.0)
+                  for k, v in last.items() if k not in ("loss", "dis_step", "count")}
         for o in outs:  # per-step metrics of DIS (step{s}_target_accuracy) come from every step
-            values |= {k: float(v) for k, v in o.items() if k.startswith("step")}
+            values |= {k: float(v) for k, v in o.items() if k.startswith("step") and k != "steps"}
         values["loss"] = float(np.mean([float(o["loss"]) for o in outs]))
+        values["_rows"] = rows
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.batches += 1
@@ -110,7 +119,11 @@ class Averages:
         if _distributed():
             dist.all_reduce(t)
         t = t.cpu().tolist()
-        out = {k: v / max(t[0], 1) for k, v in zip(keys, t[2:], strict=True)}
+        sums = dict(zip(keys, t[2:], strict=True))
+        rows = sums.pop("_rows", 0.0)
+        # Row metrics with no scored row in the interval (TRM-ACT: nothing halted) are left out.
+        out = {k: v / (rows if k in ROW_METRICS else max(t[0], 1)) for k, v in sums.items()
+               if k not in ROW_METRICS or rows > 0}
         self.sums, self.batches = {}, 0
         return out, t[1] > 0
 

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--space", help="search space YAML, or the name of a shipped one (configs/sweeps/: cpu_tiny, "
                                     "dis_schedules, width)")
     s.add_argument("--name", help="sweep name (required unless --resume)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the base config of every trial, e.g. --set data.path=/mnt/disco/data/arc1")
     s.add_argument("--resume", metavar="SWEEP", help="finish an interrupted sweep (same trials, searcher history)")
     s.add_argument("--trials", type=int, help="number of trials (default: the space's)")
     s.add_argument("--concurrency", type=int, help="trials at once (default: the space's)")
@@ -46,8 +48,8 @@ def _sweep(args: argparse.Namespace) -> None:
     from .best import format_table, leaderboard
     from .sweep import run_sweep
 
-    if args.resume and (args.space or args.name):
-        raise DiscoError("--resume takes the sweep's own space and name")
+    if args.resume and (args.space or args.name or args.set):
+        raise DiscoError("--resume takes the sweep's own space, name and overrides")
     name = args.resume or args.name
     if not name:
         raise DiscoError("--name is required (or --resume SWEEP)")
@@ -55,9 +57,9 @@ def _sweep(args: argparse.Namespace) -> None:
     if not args.resume:
         from .space import load_space
 
-        load_space(args.space or "")  # validate before touching Ray
+        load_space(args.space or "", args.set)  # validate before touching Ray
     run_sweep(args.space, name, storage, args.trials, args.concurrency, args.workers_per_trial, args.address,
-              args.objective, bool(args.resume), args.study_url)
+              args.objective, bool(args.resume), args.study_url, args.set)
     record, rows = leaderboard(storage, name)
     print(format_table(record, rows))
     if record.get("objective") == "pareto" and storage.is_local:

@@ -131,8 +131,8 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
-def load_space(path: str | Path) -> tuple[SweepSpace, dict]:
-    """The space and its base config as a plain dict (validated through one sample trial)."""
+def load_space(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepSpace, dict]:
+    """The space and its base config (with `--set` overrides) as a plain dict, validated through one trial."""
     path = Path(path)
     if not path.is_file() and (SHIPPED / f"{path}.yaml").is_file():
         path = SHIPPED / f"{path}.yaml"  # a shipped space by name, e.g. cpu_tiny
@@ -154,7 +154,7 @@ def load_space(path: str | Path) -> tuple[SweepSpace, dict]:
     # file or up to two levels above it (configs/sweeps/x.yaml -> configs/... or the project root).
     candidates = [Path(space.base), *(parent / space.base for parent in list(path.resolve().parents)[:3])]
     base_path = next((c for c in candidates if c.is_file()), candidates[0])
-    base = load_spec(base_path).model_dump(mode="json")
+    base = load_spec(base_path, overrides).model_dump(mode="json")
     # Trials run in Ray's session directory: the dataset path must be absolute.
     base["data"]["path"] = str(Path(base["data"]["path"]).expanduser().resolve())
     space.trial_spec(base, space.first_values())  # fail now, not in trial 17

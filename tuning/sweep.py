@@ -75,7 +75,7 @@ def _evals_per_trial(space: SweepSpace, base: dict) -> int:
 def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int | None = None,
               concurrency: int | None = None, workers_per_trial: int = 1, address: str | None = None,
               objective: str = "single", resume: bool = False, study_url: str | None = None,
-              verbose: int = 0):
+              overrides: list[str] | None = None, verbose: int = 0):
     import optuna
     import ray
     from ray import tune
@@ -98,7 +98,7 @@ def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int |
                              f"`disco sweep --resume {name}` or pick another --name")
         if space_path is None:
             raise DiscoError("--space is required (e.g. --space sweeps/cpu_tiny.yaml), or --resume SWEEP")
-        space, base = load_space(space_path)
+        space, base = load_space(space_path, overrides)
         trials, concurrency = trials or space.trials, concurrency or space.concurrency
         if study_url is None:
             if not storage.is_local:

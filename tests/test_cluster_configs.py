@@ -1,0 +1,123 @@
+"""The shipped cluster configs agree with the code: the launcher YAML passes Ray's own schema, every
+`disco` command in a RayJob entrypoint parses with the real CLI and validates its preset or search
+space, and the worker nodes/pods can hold what the GPU presets ask for."""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from cluster.cli import build_parser
+from trainer.config import load_spec
+from tuning.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster" / "configs"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+GPU_PRESETS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml") if load_spec(p).runtime.gpus_per_worker > 0)
+
+
+def _docs(name: str) -> dict[str, dict]:
+    return {d["kind"]: d for d in yaml.safe_load_all((CLUSTER / "kuberay" / name).read_text())}
+
+
+def _disco_commands(entrypoint: str) -> list[list[str]]:
+    """The `disco ...` commands of a shell entrypoint (split at ( ) && || ;)."""
+    lex = shlex.shlex(entrypoint, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    commands, current = [], []
+    for token in lex:
+        if token in {"(", ")", "&&", "||", ";"}:
+            commands.append(current)
+            current = []
+        else:
+            current.append(token)
+    commands.append(current)
+    return [c[1:] for c in commands if c[:1] == ["disco"]]
+
+
+def _fits(spec, cpus: float, gpus: float, nodes: int, trials: int = 1) -> None:
+    rt = spec.runtime
+    assert rt.gpus_per_worker > 0, "cluster configs are for the GPU presets"
+    assert rt.cpus_per_worker <= cpus and rt.gpus_per_worker <= gpus, "one worker must fit one node"
+    per_node = min(cpus // rt.cpus_per_worker, gpus // rt.gpus_per_worker)
+    assert per_node * nodes >= rt.workers * trials, "the group cannot scale to the run's workers"
+
+
+def test_launcher_yaml_passes_rays_schema_and_fits_the_gpu_presets():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((CLUSTER / "aws-gpu.yaml").read_text())
+    validate_config(prepare_config(config))
+    image = config["docker"]["image"]
+    assert image == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    assert f"FROM {image}\n" in (CLUSTER / "Dockerfile").read_text()
+
+    head = config["available_node_types"][config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}  # drivers only: training never lands on the head
+    gpu = config["available_node_types"]["gpu_worker"]
+    for preset in GPU_PRESETS:
+        _fits(load_spec(preset), gpu["resources"]["CPU"], gpu["resources"]["GPU"], gpu["max_workers"])
+
+    # The code that `ray up` mounts is what setup installs, and runs go to the shared mount.
+    mounted = next(k for k, v in config["file_mounts"].items() if v == ".")
+    assert any(f"pip install --quiet -e {mounted}" in c for c in config["setup_commands"])
+    assert any("DISCO_STORAGE=/mnt/disco/runs" in c for c in config["setup_commands"])
+    assert any("target=/mnt/disco" in o for o in config["docker"]["run_options"])
+    build = _disco_commands(" ; ".join(config["head_setup_commands"]).replace("test -f", "true"))
+    assert build and build_parser().parse_args(build[0]).command == "data"
+
+
+def test_kuberay_cluster_and_jobs_agree_with_each_other_and_the_cli():
+    manifests = _docs("raycluster.yaml")
+    cluster, pvc = manifests["RayCluster"], manifests["PersistentVolumeClaim"]
+    spec = cluster["spec"]
+    assert spec["rayVersion"] == ray.__version__
+    assert spec["authOptions"]["mode"] == "token" and spec["headGroupSpec"]["serviceType"] == "ClusterIP"
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    pods = [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
+    for pod in pods:
+        (container,) = pod["containers"]
+        assert container["image"].endswith(f"/disco:{VERSION}")
+        assert {"name": "DISCO_STORAGE", "value": "/mnt/disco/runs"} in container["env"]
+        assert {"name": "shared", "mountPath": "/mnt/disco"} in container["volumeMounts"]
+        assert {"name": "shared", "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]}} in pod["volumes"]
+    (group,) = spec["workerGroupSpecs"]
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    cpus, gpus = float(limits["cpu"]), float(limits["nvidia.com/gpu"])
+    for preset in GPU_PRESETS:
+        _fits(load_spec(preset), cpus, gpus, group["maxReplicas"])
+
+    parser = build_parser()
+    for name, command in (("rayjob-train.yaml", "train"), ("rayjob-sweep.yaml", "sweep")):
+        job = _docs(name)["RayJob"]["spec"]
+        assert job["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+        env = job["submitterPodTemplate"]["spec"]["containers"][0]["env"]
+        token = next(e for e in env if e["name"] == "RAY_AUTH_TOKEN")["valueFrom"]["secretKeyRef"]
+        assert token["name"] == spec["authOptions"]["secretName"]
+
+        build, run = _disco_commands(job["entrypoint"])
+        build, run = parser.parse_args(build), parser.parse_args(run)
+        assert (build.command, run.command) == ("data", command) and run.address == "auto"
+        assert f"data.path={build.out}" in run.set, "the job trains on the data it builds"
+        if command == "train":
+            _fits(load_spec(run.config, run.set), cpus, gpus, group["maxReplicas"])
+        else:
+            space, base = load_space(run.space, run.set)
+            assert base["data"]["path"] == build.out
+            trial = load_spec(None, [f"runtime.workers={run.workers_per_trial}"], base=base)
+            _fits(trial, cpus, gpus, group["maxReplicas"], trials=run.concurrency or space.concurrency)
+
+
+@pytest.mark.parametrize("entrypoint,expected", [
+    ("(test -f x || disco data build --out y) && disco train --config dis_compact",
+     [["data", "build", "--out", "y"], ["train", "--config", "dis_compact"]]),
+    ("disco sweep --space width;echo done", [["sweep", "--space", "width"]]),
+])
+def test_entrypoint_splitting(entrypoint, expected):
+    assert _disco_commands(entrypoint) == expected
