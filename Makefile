@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python bench/step_cost.py
 	$(BIN)/python bench/ray_overhead.py
 	$(BIN)/python bench/sweep_efficiency.py
+	$(BIN)/python bench/compare_time.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

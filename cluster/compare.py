@@ -2,7 +2,7 @@
 
 Trains `configs/dis_<preset>.yaml` and `configs/trm_<preset>.yaml` once per seed (or takes
 finished runs with `--from`), then writes `report.md` + `report.html` with a table (parameters,
-block applications per sample, samples/s, wall time, pass@1/pass@2 with 95% Wilson intervals
+block applications per sample, training rows/s, wall time, pass@1/pass@2 with 95% Wilson intervals
 pooled over seeds, exact accuracy on training puzzles), plots and example grids. Every number in
 the report is read back from the runs' metrics files and checkpoints.
 """
@@ -248,7 +248,7 @@ def write_report(runs: list[dict], out: str | Path, title: str) -> Path:
     plots = _plots(runs, out)
     example = _examples(runs, out)
     cols = [("params", "parameters", "{:,}"), ("apps_train", "block apps / sample (train)", "{:.1f}"),
-            ("apps_eval", "block apps / sample (eval)", "{}"), ("samples_per_s", "samples/s", "{:.1f}"),
+            ("apps_eval", "block apps / sample (eval)", "{}"), ("samples_per_s", "training rows/s", "{:.1f}"),
             ("wall_s", "wall time (s)", "{:.0f}"), ("batches", "batches", "{}")]
     header = ["method", *(c[1] for c in cols), "pass@1 [95% CI]", "pass@2 [95% CI]", "train puzzles exact", "runs"]
     body = []
@@ -265,7 +265,8 @@ def write_report(runs: list[dict], out: str | Path, title: str) -> Path:
              "pass@k: Wilson intervals over all (puzzle, seed) scores pooled; train puzzles exact: exact-match rate on "
              "the unaugmented training pairs at the last evaluation.",
              "Block applications per sample: DIS runs a fixed N·T·(n+1); TRM's training figure is the mean over "
-             "samples that halted (ACT), its evaluation runs all supervision steps."]
+             "samples that halted (ACT), its evaluation runs all supervision steps. Training rows/s: batch rows per "
+             "second of training; a DIS row runs all its steps, a TRM-ACT row one step of a carried sample."]
     md = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c) + " |" for c in body]
     md += ["", *notes, ""] + [f"![{p}]({p})" for p in plots] + ([f"![examples]({example})"] if example else [])

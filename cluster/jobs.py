@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -36,8 +37,12 @@ def _auth_env() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def resolve(address: str | None) -> str:
+    return address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS
+
+
 def client(address: str | None):
-    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS
+    address = resolve(address)
     url = urlparse(address if "://" in address else f"http://{address}")
     try:
         socket.create_connection((url.hostname, url.port or 8265), timeout=10).close()
@@ -65,7 +70,7 @@ def client(address: str | None):
 
 
 def submit(address: str | None, argv: list[str], env_names: list[str], working_dir: Path = PROJECT,
-           submission_id: str | None = None, no_wait: bool = True) -> str:
+           submission_id: str | None = None, agent_wait_s: float = 60.0) -> str:
     if not argv or argv[0] not in COMMANDS:
         raise DiscoError(f"disco submit -- COMMAND ...: COMMAND must be one of {', '.join(COMMANDS)}")
     missing = [n for n in env_names if n not in os.environ]
@@ -79,6 +84,16 @@ def submit(address: str | None, argv: list[str], env_names: list[str], working_d
     # Inside the job, `disco train` joins the cluster the job runs on.
     if argv[0] in ("train", "sweep") and "--address" not in argv:
         entry += " --address auto"
-    return c.submit_job(entrypoint=entry, submission_id=submission_id,
-                        runtime_env={"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": env},
-                        metadata={"disco": argv[0]}, entrypoint_num_cpus=0)
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            return c.submit_job(entrypoint=entry, submission_id=submission_id,
+                                runtime_env={"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": env},
+                                metadata={"disco": argv[0]}, entrypoint_num_cpus=0)
+        except RuntimeError as e:
+            why = str(e).strip().splitlines()[-1]
+            # A head that has just started (or is busy) answers 500 until its job agent is up.
+            if "No available agent" in why and time.monotonic() < deadline:
+                time.sleep(2)
+                continue
+            raise DiscoError(f"job submission to {resolve(address)} failed: {why}") from None

@@ -60,12 +60,15 @@ def _ours(temp: str) -> list[int]:
 def head():
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix sockets live under it
     token = secrets.token_hex(16)
-    gcs, dash, client = _free_port(), _free_port(), _free_port()
+    gcs, dash, client, agent = _free_port(), _free_port(), _free_port(), _free_port()
     env = _client_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     log = open(Path(temp) / "head.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs), "--dashboard-port", str(dash),
          "--dashboard-host", "127.0.0.1", "--ray-client-server-port", str(client), "--temp-dir", temp,
+         # The session's embedded Ray already holds the agent's default port (52365): without its
+         # own port this head's job agent never comes up ("No available agent to submit job").
+         "--dashboard-agent-listen-port", str(agent),
          "--num-cpus", "2", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     user = _client_env(RAY_AUTH_TOKEN=token, RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{dash}")
@@ -122,6 +125,8 @@ def test_training_job_runs_to_success_and_its_checkpoint_loads(head, job_config,
     assert "run job-train: DIS" in _disco("jobs", "logs", job, env=head["env"]).stdout
     listed = _disco("jobs", "list", env=head["env"]).stdout
     assert job in listed and "SUCCEEDED" in listed
+    again = _disco("submit", "--id", job, "--", "train", "--config", str(job_config), env=head["env"])
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "job submission to" in again.stderr
 
     run = json.loads((tmp_path / "job-train" / "run.json").read_text())
     assert run["status"] == "finished" and run["metrics"]["batch"] == 4

@@ -38,3 +38,14 @@ def test_compare_compute_accounting():
                      {"batch": 40, "block_apps_per_sample": 24.0}]}
     assert _apps_per_sample(run) == (48 * 10 + 24 * 20) / 30
     assert math.isnan(_apps_per_sample({"train": [{"batch": 5}]}))
+
+
+def test_run_level_block_applications_survive_intervals_without_halts():
+    avg = Averages()
+    assert math.isnan(avg.apps_per_sample)
+    avg.add(_act_step(0.5, halted=32, steps=16))
+    avg.reduce(torch.device("cpu"), stop=False)
+    avg.add(_act_step(0.0, halted=0, steps=0))
+    out, _ = avg.reduce(torch.device("cpu"), stop=False)
+    assert "block_apps_per_sample" not in out  # this interval: nothing halted
+    assert avg.apps_per_sample == 48.0         # the run so far: every finished sample took 16 steps

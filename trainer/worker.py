@@ -98,6 +98,7 @@ class Averages:
     def __init__(self):
         self.sums: dict[str, float] = {}
         self.batches = 0
+        self.run_apps, self.run_rows = 0.0, 0.0  # since this process started (all ranks)
 
     def add(self, outs: list[dict]) -> None:
         last = outs[-1]
@@ -121,11 +122,18 @@ class Averages:
         t = t.cpu().tolist()
         sums = dict(zip(keys, t[2:], strict=True))
         rows = sums.pop("_rows", 0.0)
+        self.run_apps, self.run_rows = self.run_apps + sums.get("block_apps_per_sample", 0.0), self.run_rows + rows
         # Row metrics with no scored row in the interval (TRM-ACT: nothing halted) are left out.
         out = {k: v / (rows if k in ROW_METRICS else max(t[0], 1)) for k, v in sums.items()
                if k not in ROW_METRICS or rows > 0}
         self.sums, self.batches = {}, 0
         return out, t[1] > 0
+
+    @property
+    def apps_per_sample(self) -> float:
+        """Block applications per finished training sample over the whole run so far: the compute
+        objective of Pareto sweeps (one log interval of TRM-ACT may see no sample halt)."""
+        return self.run_apps / self.run_rows if self.run_rows else float("nan")
 
 
 def _train_accuracy(model, emb, objective, ds: ArcDataset, device, batch_size: int, rank: int, world: int) -> dict:
@@ -271,7 +279,8 @@ def train_loop(config: dict) -> dict:
         if due_eval or stop:
             last_eval = _evaluate_and_checkpoint(spec, name, storage, local_dir, rank, world, rt, model, eval_net, emb,
                                                  objective, engine, sampler, ds, batches, plan, validation,
-                                                 eval_batch, metrics_log, wandb, train_time, train)
+                                                 eval_batch, metrics_log, wandb, train_time, train,
+                                                 avg.apps_per_sample)
     if rank == 0:
         metrics_log.close()
         wandb.finish()
@@ -280,7 +289,7 @@ def train_loop(config: dict) -> dict:
 
 def _evaluate_and_checkpoint(spec, name, storage, local_dir, rank, world, rt, model, net, emb, objective, engine,
                              sampler, ds, batches, plan, validation, eval_batch, metrics_log, wandb, train_time,
-                             train):
+                             train, apps_per_sample):
     import ray.train
 
     t0 = time.perf_counter()
@@ -301,7 +310,7 @@ def _evaluate_and_checkpoint(spec, name, storage, local_dir, rank, world, rt, mo
     metrics = {"batch": batches, "step": engine.step, "epoch": round(batches / plan.batches_per_epoch, 3),
                "train_time_s": round(train_time, 2), "eval_time_s": round(time.perf_counter() - t0, 2),
                "rank_weight_spread": spread, "train_loss": train.get("loss", float("nan")),
-               "train_block_apps_per_sample": train.get("block_apps_per_sample", float("nan")), **train_acc}
+               "train_block_apps_per_sample": apps_per_sample, **train_acc}
     if rank != 0:
         ray.train.report(metrics)
         return metrics

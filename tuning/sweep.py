@@ -81,9 +81,10 @@ def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int |
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from trainer.launch import connect
+
+    from .searcher import ResumableOptunaSearch
 
     record = storage.read_json(name, SWEEP_FILE)
     if resume:
@@ -130,7 +131,7 @@ def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int |
             tuner = tune.Tuner.restore(storage.join(name), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True, restart_errored=False)
         else:
-            searcher = OptunaSearch(metric=metrics, mode=modes, seed=space.seed, study_name=name,
+            searcher = ResumableOptunaSearch(metric=metrics, mode=modes, seed=space.seed, study_name=name,
                                     storage=optuna.storages.RDBStorage(study_url))
             scheduler = (ASHAScheduler(time_attr="training_iteration", metric=space.metric, mode="max",
                                        max_t=_evals_per_trial(space, base), grace_period=space.scheduler.grace_period,
