@@ -19,6 +19,7 @@ from arc_data.errors import DiscoError
 from arc_data.fsio import atomic_output
 from cluster.storage import Storage
 from trainer.config import RunSpec, load_spec
+from trainer.model import ModelConfig
 from trainer.runs import RUN_FILE, best_checkpoint, metrics
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -125,7 +126,9 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
             continue
         row = {"runs": len(rs), "seeds": sorted(r["spec"]["train"]["seed"] for r in rs),
                "params": rs[0]["start"].get("params"),
-               "apps_train": float(np.mean([_apps_per_sample(r) for r in rs])),
+               # Whole-run figure the workers record at each evaluation (the Pareto objective of sweeps).
+               "apps_train": float(np.mean([r["final"].get("train_block_apps_per_sample", float("nan"))
+                                            for r in rs])),
                "apps_eval": rs[0]["final"].get("block_apps_per_sample"),
                "samples_per_s": float(np.mean([r["final"]["batch"] * r["spec"]["train"]["global_batch_size"]
                                                / max(r["final"]["train_time_s"], 1e-9) for r in rs])),
@@ -144,23 +147,12 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
     return table
 
 
-def _apps_per_sample(run: dict) -> float:
-    """Block applications per finished training sample over the whole run (log intervals weighted by
-    batches; TRM-ACT intervals in which no sample halted have no value)."""
-    recs, prev, num, den = run["train"], 0, 0.0, 0
-    for r in recs:
-        if "block_apps_per_sample" in r:
-            num, den = num + r["block_apps_per_sample"] * (r["batch"] - prev), den + r["batch"] - prev
-        prev = r["batch"]
-    return num / den if den else float("nan")
-
-
 def _apps_per_row(spec: dict) -> int:
     """Block applications one batch row costs: DIS runs every supervision step on it, TRM-ACT one
     step of the row's carried state (T cycles of n latent updates plus one answer update)."""
-    m = spec["model"]
-    per_step = m["cycles"] * (m["latent_steps"] + 1)
-    return per_step * (m["supervision_steps"] if spec["objective"]["method"] == "dis" else 1)
+    cfg = ModelConfig.model_validate(spec["model"])
+    per_step = sum(cfg.applications_per_step)
+    return per_step * (cfg.supervision_steps if spec["objective"]["method"] == "dis" else 1)
 
 
 def _plots(runs: list[dict], out: Path) -> list[str]:

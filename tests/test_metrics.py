@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from cluster.compare import _apps_per_row, _apps_per_sample
+from cluster.compare import _apps_per_row
 from trainer.worker import Averages
 
 
@@ -34,10 +34,7 @@ def test_compare_compute_accounting():
     model = {"cycles": 1, "latent_steps": 2, "supervision_steps": 6}
     assert _apps_per_row({"model": model, "objective": {"method": "dis"}}) == 18
     assert _apps_per_row({"model": model | {"supervision_steps": 16}, "objective": {"method": "trm"}}) == 3
-    run = {"train": [{"batch": 10, "block_apps_per_sample": 48.0}, {"batch": 20},
-                     {"batch": 40, "block_apps_per_sample": 24.0}]}
-    assert _apps_per_sample(run) == (48 * 10 + 24 * 20) / 30
-    assert math.isnan(_apps_per_sample({"train": [{"batch": 5}]}))
+    assert _apps_per_row({"model": {"cycles": 3, "latent_steps": 6}, "objective": {"method": "trm"}}) == 21
 
 
 def test_run_level_block_applications_survive_intervals_without_halts():

@@ -64,6 +64,12 @@ class ModelConfig(BaseModel):
     def total_len(self) -> int:
         return self.prefix_len + self.seq_len
 
+    @property
+    def applications_per_step(self) -> tuple[int, int]:
+        """Applications of the block stack per supervision step, with and without gradient."""
+        per_cycle = self.latent_steps + 1
+        return per_cycle, (self.cycles - 1) * per_cycle
+
 
 def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
     """JAX-style truncated normal at ±2 std, rescaled so the result really has std `std`."""
@@ -193,11 +199,9 @@ class TinyRecursiveModel(nn.Module):
         self.register_buffer("answer_init", trunc_normal_(torch.empty(d), 1.0))
         self.register_buffer("latent_init", trunc_normal_(torch.empty(d), 1.0))
 
-    # Applications of the block stack per supervision step, with and without gradient.
     @property
     def applications_per_step(self) -> tuple[int, int]:
-        per_cycle = self.cfg.latent_steps + 1
-        return per_cycle, (self.cfg.cycles - 1) * per_cycle
+        return self.cfg.applications_per_step
 
     def embed(self, tokens: torch.Tensor, puzzle_emb: torch.Tensor | None, step: torch.Tensor | None,
               dtype: torch.dtype) -> torch.Tensor:
