@@ -1,4 +1,4 @@
-"""Choosing the augmented versions of a puzzle (spec §1.4), vectorised.
+"""Choosing the augmented versions of a puzzle (docs/reference.md §1.4), vectorised.
 
 The reference draws up to 5*N (dihedral, colour map) attempts per puzzle, materialises every
 grid of every attempt, sha256-hashes them and keeps attempts whose order-invariant puzzle hash is
@@ -99,7 +99,7 @@ def draw_translations(
     """Top-left offsets [V, E, 2] for each version's E training-split examples.
 
     `shapes` is [E, 4] = (in_h, in_w, out_h, out_w) of the untransformed pairs. Input and output
-    share one offset; per version one uniformly chosen example stays at (0, 0) (spec §1.4).
+    share one offset; per version one uniformly chosen example stays at (0, 0) (docs/reference.md §1.4).
     """
     n_versions, n_ex = tids.size, shapes.shape[0]
     swap = np.isin(tids, (1, 3, 6, 7))[:, None]  # transforms that exchange height and width

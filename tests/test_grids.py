@@ -78,6 +78,6 @@ def test_render_matches_reference_encoding(rows):
         offset += grid.size
         hs.append(grid.shape[0]), ws.append(grid.shape[1]), ts.append(tid), cms.append(cmap), rs.append(r), cs.append(c)
         expected.append(encode(aug, r, c))
-    out = render(np.concatenate(cells), np.array(starts), np.array(hs, np.uint8), np.array(ws, np.uint8),
-                 np.array(ts, np.uint8), np.stack(cms), np.array(rs, np.uint8), np.array(cs, np.uint8))
+    out = render(np.concatenate(cells), np.array(starts), np.stack([hs, ws], axis=1).astype(np.uint8),
+                 np.array(ts, np.uint8), np.stack(cms), np.stack([rs, cs], axis=1).astype(np.uint8))
     assert np.array_equal(out, np.stack(expected))
