@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from arc_data.build import build_dataset
@@ -23,9 +26,16 @@ def small_dataset(tmp_path_factory, small_config) -> ArcDataset:
 
 
 @pytest.fixture(scope="session")
+def data10(tmp_path_factory) -> str:
+    """4 real ARC-1 tasks on a 10x10 canvas, 4 augmentations: seconds-long training runs."""
+    out = tmp_path_factory.mktemp("d10") / "d"
+    build_dataset(BuildConfig(sources=["arc1"], canvas=10, tasks=4, augmentations=4, seed=3), out, progress=False)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def ray_local(tmp_path_factory):
     """One embedded Ray instance for the whole session (never joins a stray cluster)."""
-    import os
     import tempfile
 
     import ray
@@ -34,6 +44,9 @@ def ray_local(tmp_path_factory):
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("WANDB_SILENT", "true")
+    # Workers import test helpers (Trainer callbacks such as tests/fault_injection.py) by name.
+    tests = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
     ray_env()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # unix socket paths must stay short
     ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
@@ -48,11 +61,11 @@ def tiny_spec():
     return _tiny_spec
 
 
-def _tiny_spec(data: str, **train):
-    """A seconds-long DIS run on the small test dataset (2 workers, width 32)."""
+def _tiny_spec(data: str, method: str = "dis", workers: int = 2, **train):
+    """A seconds-long run on a small test dataset (width 32): DIS with 2 steps, or TRM-ACT with 4."""
     from trainer.config import RunSpec
 
-    return RunSpec.model_validate({
+    raw = {
         "data": {"path": data, "eval_versions": 2},
         "model": {"hidden_size": 32, "num_heads": 2, "expansion": 2, "layers": 1, "latent_steps": 1, "cycles": 1,
                   "supervision_steps": 2, "puzzle_emb_ndim": 32, "puzzle_emb_len": 1, "timestep_embedding": True},
@@ -60,6 +73,20 @@ def _tiny_spec(data: str, **train):
         "optim": {"lr": 1e-3, "warmup_steps": 2},
         "train": {"budget": 6, "eval_interval": 2, "global_batch_size": 8, "log_interval": 1,
                   "select_metric": "train_accuracy", **train},
-        "runtime": {"workers": 2, "cpus_per_worker": 1, "max_failures": 1},
+        "runtime": {"workers": workers, "cpus_per_worker": 1, "max_failures": 1},
         "tracking": {"wandb": "offline"},
-    })
+    }
+    if method == "trm":
+        raw["objective"] = {"method": "trm"}
+        raw["model"] |= {"timestep_embedding": False, "supervision_steps": 4}
+    return RunSpec.model_validate(raw)
+
+
+@pytest.fixture(scope="session")
+def finished_dis(ray_local, data10, tmp_path_factory):
+    """A finished 2-worker DIS run named "base" (shared by the training and comparison tests)."""
+    from trainer.launch import train
+    from trainer.storage import Storage
+
+    storage = Storage.of(str(tmp_path_factory.mktemp("runs")))
+    return storage, train(_tiny_spec(data10), storage, name="base", progress=False)

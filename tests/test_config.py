@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from arc_data.errors import DiscoError
-from cluster.cli import main
+from cluster.main import main
 from trainer.config import load_spec, parse_overrides
 from trainer.model import TinyRecursiveModel
 
@@ -63,7 +63,7 @@ def test_cli_reports_bad_configs_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("disco: error: invalid configuration: optim.lr")
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
-    assert "not found (shipped presets: dis_compact," in capsys.readouterr().err
+    assert "not found (shipped: dis_compact," in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

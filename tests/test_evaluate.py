@@ -98,7 +98,7 @@ def test_evaluate_runs_the_test_split_through_a_model(tmp_path, method):
     from arc_data.build import build_dataset
     from arc_data.dataset import ArcDataset
     from arc_data.manifest import BuildConfig
-    from trainer.evaluate import evaluate
+    from trainer.evaluate import EvalOptions, evaluate
     from trainer.model import ModelConfig, TinyRecursiveModel
     from trainer.objectives import ACTConfig, DISConfig, build_objective
     from trainer.puzzle_emb import PuzzleEmbedding
@@ -111,8 +111,8 @@ def test_evaluate_runs_the_test_split_through_a_model(tmp_path, method):
                       latent_steps=2, timestep_embedding=dis)
     model = TinyRecursiveModel(cfg)
     emb = PuzzleEmbedding(ds.num_identifiers, 32, torch.device("cpu"))
-    objective = build_objective(DISConfig() if dis else ACTConfig(), 3)
-    res = evaluate(model, emb, objective, ds, torch.device("cpu"), global_batch_size=8, steps=5, max_versions=2)
+    objective = build_objective(DISConfig() if dis else ACTConfig(), cfg)
+    res = evaluate(model, emb, objective, ds, torch.device("cpu"), EvalOptions(8, steps=5, max_versions=2))
     assert res.metrics["test_rows"] == 2 * ds.manifest.counts.base_test_pairs
     assert res.metrics["block_apps_per_sample"] == 5 * (3 if dis else 6)  # --eval-steps 5
     assert res.metrics["puzzles"] == ds.manifest.counts.eval_tasks
@@ -128,8 +128,8 @@ def test_evaluate_runs_the_test_split_through_a_model(tmp_path, method):
     val = validation_tasks(ds, 0.5)
     assert 0 < val.size < ds.manifest.counts.eval_tasks
     assert np.array_equal(val, validation_tasks(ds, 0.5))  # stable
-    held = evaluate(model, emb, objective, ds, torch.device("cpu"), global_batch_size=8, steps=5, max_versions=2,
-                    validation=val)
+    held = evaluate(model, emb, objective, ds, torch.device("cpu"), EvalOptions(8, steps=5, max_versions=2,
+                                                                                validation=val))
     m = held.metrics
     assert m["selection_split"] == "validation" and res.metrics["selection_split"] == "test"
     assert m["puzzles"] + m["val_puzzles"] == ds.manifest.counts.eval_tasks

@@ -39,8 +39,10 @@ def test_tiny_model_memorises_real_puzzles(three_puzzles, method, batches):
                           cycles=1 if method == "dis" else 2, latent_steps=2, timestep_embedding=method == "dis")
         model = TinyRecursiveModel(cfg)
         emb = PuzzleEmbedding(ds.num_identifiers, 64, torch.device("cpu"))
-        objective = build_objective(DISConfig() if method == "dis" else ACTConfig(halt_exploration_prob=0.5), 3)
-        steps_per_batch = 3 if method == "dis" else 1
+        objective = build_objective(DISConfig() if method == "dis" else ACTConfig(halt_exploration_prob=0.5), cfg)
+        objective.prepare(model)
+        steps_per_batch = objective.optimizer_steps_per_batch
+        assert steps_per_batch == (3 if method == "dis" else 1)  # DIS: one optimizer step per supervision step
         optim = OptimConfig(lr=2e-3 if method == "trm" else 3e-3, warmup_steps=20, weight_decay=0.0,
                             grad_clip=1.0, lr_min_ratio=0.0)
         engine = Engine(model, emb, objective, optim, total_steps=batches * steps_per_batch)

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from trainer.model import Carry, ModelConfig, TinyRecursiveModel, trunc_normal_
 
-# (config, parameters counted by model.parameters(), spec §3.6)
+# (config, parameters counted by model.parameters(), docs/reference.md §3.6)
 PARAM_TABLE = [
     ("trm_default", dict(hidden_size=512, layers=2, cycles=3, latent_steps=6, supervision_steps=16), 6_829_058),
     ("dis_compact", dict(hidden_size=256, puzzle_emb_ndim=256, layers=1, cycles=1, latent_steps=2,
@@ -27,14 +27,19 @@ def test_parameter_counts_match_spec(name, kwargs, expected):
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
-def test_block_applications_per_sample():
-    trm = TinyRecursiveModel(ModelConfig(hidden_size=64, num_heads=4, puzzle_emb_ndim=64, seq_len=16))
-    dis = TinyRecursiveModel(ModelConfig(hidden_size=64, num_heads=4, puzzle_emb_ndim=64, seq_len=16,
-                                         cycles=1, latent_steps=2, supervision_steps=6))
-    grad, no_grad = trm.applications_per_step
-    assert 16 * (grad + no_grad) == 336
-    grad, no_grad = dis.applications_per_step
-    assert 6 * (grad + no_grad) == 18 and no_grad == 0
+@pytest.mark.parametrize("cycles,latent,steps,expected", [(3, 6, 16, 336), (1, 2, 6, 18)], ids=["trm", "dis"])
+def test_block_applications_are_applied(cycles, latent, steps, expected):
+    """The paper's N_sup·T·(n+1), counted on the block stack during real supervision steps."""
+    cfg = ModelConfig(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, puzzle_emb_len=1, seq_len=4, layers=2,
+                      cycles=cycles, latent_steps=latent, supervision_steps=steps)
+    model = TinyRecursiveModel(cfg)
+    calls = []
+    model.blocks[0].register_forward_hook(lambda module, args, output: calls.append(torch.is_grad_enabled()))
+    carry = model.initial_carry(2, torch.float32)
+    for _ in range(steps):
+        carry, logits, _ = model(carry, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 16))
+    assert len(calls) == expected == steps * sum(cfg.applications_per_step)
+    assert calls.count(False) == steps * cfg.applications_per_step[1]  # the T-1 cycles run without grad
 
 
 def test_forward_shapes_grad_path_and_detached_carry():
@@ -72,12 +77,21 @@ def test_truncated_normal_has_requested_std():
     assert abs(t.std().item() - 0.5) < 0.01 and t.abs().max() <= 2 * 0.5 * 1.14
 
 
-def test_runtime_on_this_machine(monkeypatch):
-    from trainer.device import pick_runtime, set_cpu_threads
+def test_device_and_backend_come_from_one_decision(monkeypatch):
+    from trainer.config import RuntimeConfig
+    from trainer.device import backend_for, pick_runtime, set_cpu_threads, worker_runtime
 
-    rt = pick_runtime()
-    if not torch.cuda.is_available():
-        assert (rt.device.type, rt.dtype, rt.backend, rt.compile) == ("cpu", torch.float32, "gloo", False)
+    cpu = RuntimeConfig()
+    rt = worker_runtime(cpu)  # no GPU reserved: CPU and gloo, on any machine
+    assert (rt.device.type, rt.dtype, rt.compile, backend_for(cpu)) == ("cpu", torch.float32, False, "gloo")
+    assert backend_for(RuntimeConfig(gpus_per_worker=1)) == "nccl"
+    with pytest.raises(ValidationError, match="runtime.device=cpu with runtime.gpus_per_worker=1"):
+        RuntimeConfig(device="cpu", gpus_per_worker=1)
+    with pytest.raises(ValidationError, match="runtime.device=cuda needs runtime.gpus_per_worker > 0"):
+        RuntimeConfig(device="cuda")
+    if torch.cuda.is_available():
+        assert pick_runtime("cuda").device.type == "cuda"
+    else:
         with pytest.raises(RuntimeError, match="CUDA was requested"):
             pick_runtime("cuda")
     assert pick_runtime("cpu", precision="bf16").dtype == torch.bfloat16

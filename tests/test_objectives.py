@@ -78,10 +78,10 @@ def test_dis_step_s_targets_frame_s():
     model, emb = _tiny()
     inputs, labels = _pair(b=4, length=16)
     batch = TorchBatch(inputs, labels, torch.tensor([1, 2, 3, 4]))
-    obj = DISObjective(DISConfig(), 6, seed=3)
+    obj = DISObjective(DISConfig(), model.cfg, seed=3)
     frames = diffusion_frames(inputs, labels, 6, "linear", "reference", torch.Generator().manual_seed(3))
     outs = list(obj.train_steps(model, emb, batch))
-    assert len(outs) == 6 and [o.metrics["dis_step"] for o in outs] == list(range(1, 7))
+    assert len(outs) == 6 and all(f"step{s}_target_accuracy" in o.metrics for s, o in enumerate(outs, start=1))
     assert outs[-1].metrics["block_apps_per_sample"] == 18
     # Recompute step 1's loss against frame 1 by hand (same weights, no optimizer step in between).
     from trainer.losses import row_mean_loss
@@ -99,7 +99,7 @@ def test_act_halting_and_exploration():
     inputs, labels = _pair(b=8, length=16)
     batch = TorchBatch(inputs, labels, torch.arange(8))
     # q_halt < 0 at init (bias -5): nobody halts before N_sup = 4 without exploration.
-    obj = ACTObjective(ACTConfig(halt_exploration_prob=0.0), 4)
+    obj = ACTObjective(ACTConfig(halt_exploration_prob=0.0), model.cfg)
     model.train()
     for call in range(1, 5):
         out = next(obj.train_steps(model, emb, batch))
@@ -109,15 +109,15 @@ def test_act_halting_and_exploration():
     # A confident Q head halts every row after one step ...
     with torch.no_grad():
         model.q_head.bias.fill_(5.0)
-    obj = ACTObjective(ACTConfig(halt_exploration_prob=0.0), 4)
+    obj = ACTObjective(ACTConfig(halt_exploration_prob=0.0), model.cfg)
     next(obj.train_steps(model, emb, batch))
     assert obj.rows.halted.all() and (obj.rows.steps == 1).all()
     # ... unless exploration forces at least 2 steps; eval mode never halts early.
-    obj = ACTObjective(ACTConfig(halt_exploration_prob=1.0), 4)
+    obj = ACTObjective(ACTConfig(halt_exploration_prob=1.0), model.cfg)
     next(obj.train_steps(model, emb, batch))
     assert not obj.rows.halted.any()
     model.eval()
-    obj = ACTObjective(ACTConfig(halt_exploration_prob=0.0), 4)
+    obj = ACTObjective(ACTConfig(halt_exploration_prob=0.0), model.cfg)
     next(obj.train_steps(model, emb, batch))
     assert not obj.rows.halted.any()
     pred = obj.predict(model, emb, batch)
@@ -156,7 +156,7 @@ def test_adam_atan2_matches_formula_and_schedule():
 def test_non_finite_loss_raises_before_the_step():
     model, emb = _tiny()
     inputs, labels = _pair(b=2, length=16)
-    engine = Engine(model, emb, DISObjective(DISConfig(), 6), OptimConfig(warmup_steps=0), total_steps=10)
+    engine = Engine(model, emb, DISObjective(DISConfig(), model.cfg), OptimConfig(warmup_steps=0), total_steps=10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         model.lm_head.weight.fill_(float("nan"))

@@ -59,27 +59,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_runs)
 
 
+def _worker_flags(args: argparse.Namespace) -> list[str]:
+    """--workers/--cpus-per-worker/--gpus-per-worker as overrides, so they are validated like --set."""
+    flags = (("workers", "runtime.workers"), ("cpus_per_worker", "runtime.cpus_per_worker"),
+             ("gpus_per_worker", "runtime.gpus_per_worker"))
+    return [f"{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag) is not None]
+
+
 def _train(args: argparse.Namespace) -> None:
     from arc_data.errors import DiscoError
-    from cluster.storage import Storage
 
     from .config import load_spec
     from .launch import train
-    from .runs import RUN_FILE
+    from .runs import Run
+    from .storage import Storage
 
     storage = Storage.of(args.storage)
-    sets = list(args.set)
-    for flag, key in (("workers", "runtime.workers"), ("cpus_per_worker", "runtime.cpus_per_worker"),
-                      ("gpus_per_worker", "runtime.gpus_per_worker")):
-        if getattr(args, flag) is not None:
-            sets.append(f"{key}={getattr(args, flag)}")
+    sets = [*args.set, *_worker_flags(args)]
     if args.resume:
         if args.config or args.name:
             raise DiscoError("--resume takes the run's own config and name; use --set to change a value")
-        record = storage.read_json(args.resume, RUN_FILE)
-        if record is None:
-            raise DiscoError(f"no run named {args.resume!r} in {storage.uri} to resume (see `disco runs list`)")
-        spec = load_spec(None, sets, base=record["spec"])
+        record = Run(storage, args.resume).record
+        spec = load_spec(None, sets, base=record.spec.model_dump(mode="json"))
     else:
         if not args.config:
             raise DiscoError("--config is required (e.g. --config configs/dis_cpu_tiny.yaml), or --resume RUN")
@@ -104,13 +105,12 @@ def _summary(out, spec) -> str:
 
 
 def _load(args):
-    from cluster.storage import Storage
-
     from .inference import load
-    from .runs import resolve_checkpoint
+    from .runs import open_checkpoint
+    from .storage import Storage
 
-    path = resolve_checkpoint(args.checkpoint, Storage.of(args.storage))
-    return load(path, device=args.device)
+    with open_checkpoint(args.checkpoint, Storage.of(args.storage)) as path:
+        return load(path, device=args.device)  # everything is in memory once loaded
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -130,20 +130,12 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from arc_data.errors import DataError
     from arc_data.show import save_png, side_by_side
-    from arc_data.sources import _load_json, parse_task
+    from arc_data.sources import read_task_file
 
     from .inference import open_dataset, predict_task
 
-    problems: list[str] = []
-    path = Path(args.task)
-    raw = _load_json(path, problems)
-    task = parse_task(raw, path.stem, str(path), "user", "eval", problems) if raw is not None else None
-    if problems or task is None:
-        raise DataError(problems or [f"{path}: not an ARC task"])
+    task = read_task_file(args.task)
     loaded = _load(args)
     try:
         ds = open_dataset(loaded, None)
@@ -167,48 +159,56 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _runs(args: argparse.Namespace) -> None:
-    from arc_data.errors import DiscoError
-    from cluster.storage import Storage
-
-    from .runs import RUN_FILE, checkpoints, list_runs, metrics
+    from .storage import Storage
 
     storage = Storage.of(args.storage)
     if args.action == "list":
-        runs = list_runs(storage)
-        if args.json:
-            print(json.dumps(runs, indent=2))
-            return
-        if not runs:
-            print(f"no runs in {storage.uri}")
-            return
-        print(f"{'name':32} {'method':6} {'status':11} {'batch':>7} {'pass@2':>7} {'train exact':>11}  updated")
-        for r in runs:
-            m = r.get("metrics") or {}
-            print(f"{r['name']:32} {r['spec']['objective']['method']:6} {r['status']:11} {m.get('batch', '-'):>7} "
-                  f"{m.get('pass@2', float('nan')):7.3f} {m.get('train_exact_accuracy', float('nan')):11.3f}  "
-                  f"{r.get('updated', '')}")
+        _list_runs(storage, args.json)
+    else:
+        _show_run(storage, args.name, args.json)
+
+
+def _list_runs(storage, as_json: bool) -> None:
+    from .runs import list_runs
+
+    runs = list_runs(storage)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
         return
-    if not args.name:
+    if not runs:
+        print(f"no runs in {storage.uri}")
+        return
+    print(f"{'name':32} {'method':6} {'status':11} {'batch':>7} {'pass@2':>7} {'train exact':>11}  updated")
+    for r in runs:
+        m = r.metrics
+        print(f"{r.name:32} {r.method:6} {r.status:11} {m.get('batch', '-'):>7} "
+              f"{m.get('pass@2', float('nan')):7.3f} {m.get('train_exact_accuracy', float('nan')):11.3f}  {r.updated}")
+
+
+def _show_run(storage, name: str | None, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from arc_data.errors import DiscoError
+
+    from .runs import Run
+
+    if not name:
         raise DiscoError("runs show needs a run name")
-    record = storage.read_json(args.name, RUN_FILE)
-    if record is None:
-        raise DiscoError(f"no run named {args.name!r} in {storage.uri}")
-    record["checkpoints"] = checkpoints(storage, args.name)
-    records = metrics(storage, args.name)
-    record["evaluations"] = [r for r in records if r.get("kind") == "eval"]
-    if args.json:
-        print(json.dumps(record, indent=2))
+    run = Run(storage, name)
+    record, checkpoints, evals = run.record, run.checkpoints(), run.metrics("eval")
+    if as_json:
+        print(json.dumps(record.model_dump(mode="json") | {"checkpoints": [asdict(c) for c in checkpoints],
+                                                           "evaluations": evals}, indent=2))
         return
-    print(f"run {record['name']} ({record['status']}), {record['spec']['objective']['method']}, "
-          f"dataset {record['dataset']['path']} [{record['dataset']['fingerprint'][:12]}]")
-    train = [r for r in records if r.get("kind") == "train"]
-    if train:
+    print(f"run {record.name} ({record.status}), {record.method}, dataset {record.dataset.path} "
+          f"[{record.dataset.fingerprint[:12]}]")
+    if train := run.metrics("train"):
         t = train[-1]
         print(f"  last log: batch {t['batch']}  loss {t['loss']:.4f}  accuracy {t.get('accuracy', 0):.3f}  "
               f"exact {t.get('exact_accuracy', 0):.3f}  {t['samples_per_s']:.1f} samples/s")
-    for ev in record["evaluations"]:
+    for ev in evals:
         print(f"  eval @ batch {ev['batch']:>6}: pass@1 {ev.get('pass@1', 0):.3f}  pass@2 {ev.get('pass@2', 0):.3f}  "
               f"train exact {ev.get('train_exact_accuracy', 0):.3f}")
-    for c in record["checkpoints"]:
-        print(f"  {c['name']}{'' if c['complete'] else '  (incomplete)'}")
-    print(f"  best checkpoint: {record.get('best_checkpoint')}")
+    for c in checkpoints:
+        print(f"  {c.name}{'' if c.complete else '  (incomplete)'}")
+    print(f"  best checkpoint: {record.best_checkpoint}")

@@ -33,6 +33,15 @@ class DataConfig(BaseModel):
                                              "the data it was trained on")
 
 
+class DatasetRef(BaseModel):
+    """The dataset a run or checkpoint was trained on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="absolute dataset directory")
+    fingerprint: str = Field(description="the dataset's content fingerprint (manifest.json)")
+
+
 class LoopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +71,18 @@ class RuntimeConfig(BaseModel):
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker (also its torch threads)")
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (> 0 selects NCCL and CUDA)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint before failing")
+
+    @model_validator(mode="after")
+    def _device_matches_resources(self) -> RuntimeConfig:
+        # Ray hides GPUs from workers that do not ask for one, and the backend (NCCL or gloo)
+        # follows gpus_per_worker: a device that disagrees with it could never work.
+        if self.device == "cpu" and self.gpus_per_worker > 0:
+            raise ValueError(f"runtime.device=cpu with runtime.gpus_per_worker={self.gpus_per_worker}: a CPU run "
+                             "must not reserve GPUs (set gpus_per_worker=0, or device auto/cuda)")
+        if self.device == "cuda" and self.gpus_per_worker == 0:
+            raise ValueError("runtime.device=cuda needs runtime.gpus_per_worker > 0 (Ray gives GPUs only to "
+                             "workers that ask for them)")
+        return self
 
 
 class TrackingConfig(BaseModel):
@@ -100,8 +121,10 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
-        if self.objective.method == "dis" and not self.model.timestep_embedding:
-            raise ValueError("DIS needs model.timestep_embedding: true (each step is told its index)")
+        for key, value in self.objective.model_settings.items():
+            # DIS tells each step its index; TRM without a step table may still carry one (unused).
+            if value and getattr(self.model, key) != value:
+                raise ValueError(f"objective.method={self.objective.method} needs model.{key}: {str(value).lower()}")
         if self.train.global_batch_size % self.runtime.workers:
             raise ValueError(f"train.global_batch_size {self.train.global_batch_size} must be a multiple of "
                              f"runtime.workers {self.runtime.workers}")
@@ -151,6 +174,25 @@ def merge(base: dict, update: dict) -> dict:
 
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs"
+PRESET_KINDS = {"run": (PRESETS, "config"), "sweep": (PRESETS / "sweeps", "search space")}
+
+
+def preset_path(ref: str | Path, kind: Literal["run", "sweep"] = "run") -> Path:
+    """A config file: `ref` itself when it exists, else the shipped preset of that name
+    (e.g. dis_cpu_tiny, or cpu_tiny for a sweep space) from any working directory."""
+    folder, what = PRESET_KINDS[kind]
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    shipped = folder / f"{path.name.removesuffix('.yaml')}.yaml"
+    if str(ref) == path.name and shipped.is_file():  # a bare name: the shipped preset
+        return shipped
+    raise DiscoError(f"{what} {ref} not found (shipped: {', '.join(presets(kind))})")
+
+
+def presets(kind: Literal["run", "sweep"] = "run") -> list[str]:
+    """Names of the shipped presets of a kind."""
+    return sorted(p.stem for p in PRESET_KINDS[kind][0].glob("*.yaml"))
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict:
@@ -168,11 +210,13 @@ def load_spec(path: str | Path | None, overrides: list[str] | None = None, base:
     """Read a YAML preset (or start from `base`), apply overrides, validate."""
     raw: dict = dict(base or {})
     if path is not None:
-        path = Path(path)
-        if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
-            path = PRESETS / f"{path}.yaml"  # a shipped preset by name, e.g. dis_compact (any working directory)
-        if not path.is_file():
-            raise DiscoError(f"config {path} not found (shipped presets: "
-                             f"{', '.join(sorted(p.stem for p in PRESETS.glob('*.yaml')))})")
+        path = preset_path(path, "run")
         raw = merge(raw, read_yaml_mapping(path, "config"))
     return RunSpec.model_validate(merge(raw, parse_overrides(overrides or [])))
+
+
+def derive(spec: RunSpec, overrides: list[str] | dict) -> RunSpec:
+    """`spec` with overrides (["train.seed=1"] or a nested dict), validated like the command line:
+    a derived config (a sweep trial, a comparison seed, a budget) fails here, naming the field."""
+    update = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+    return RunSpec.model_validate(merge(spec.model_dump(mode="json"), update))

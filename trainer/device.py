@@ -1,15 +1,16 @@
 """The one place that decides device, compute dtype, distributed backend and torch.compile.
 
 CPU: fp32 (bf16 is ~1.7x slower on the dev CPUs), gloo, no compile, one torch thread per
-process unless told otherwise. CUDA: bf16, NCCL, compile on request. Nothing else in disco
-names a device type.
+process unless told otherwise. CUDA: bf16, NCCL, compile on request. A training worker uses a GPU
+exactly when its run config gives it one (`runtime.gpus_per_worker > 0`), and the same fact picks
+the backend, so device and backend cannot disagree. Nothing else in disco names a device type.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:  # torch is imported where used, so the CLI can read the choices cheaply
     import torch
@@ -19,16 +20,43 @@ DevicePreference = Literal["auto", "cpu", "cuda"]
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
-def backend_for(use_accelerator: bool) -> str:
-    """torch.distributed backend for workers with (NCCL) or without (gloo) a GPU."""
-    return "nccl" if use_accelerator else "gloo"
+class WorkerResources(Protocol):  # trainer.config.RuntimeConfig
+    device: str
+    precision: Precision
+    compile: bool | None
+    gpus_per_worker: float
+
+
+def uses_accelerator(runtime: WorkerResources) -> bool:
+    """Whether a training worker computes on a GPU: exactly when Ray gives it one."""
+    return runtime.gpus_per_worker > 0
+
+
+def backend_for(runtime: WorkerResources) -> str:
+    """torch.distributed backend of the run's workers: NCCL on GPUs, gloo on CPUs."""
+    return "nccl" if uses_accelerator(runtime) else "gloo"
+
+
+def is_distributed() -> bool:
+    """Inside a process group of more than one rank."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size (0, 1 outside a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
     dtype: torch.dtype  # activations and carries; master weights stay fp32
-    backend: str  # torch.distributed backend
     compile: bool
 
     @property
@@ -60,8 +88,13 @@ def pick_runtime(prefer: str = "auto", precision: Precision = "auto", compile: b
         dtype = torch.bfloat16 if use_cuda else torch.float32
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    return Runtime(device=device, dtype=dtype, backend=backend_for(use_cuda),
-                   compile=use_cuda if compile is None else compile)
+    return Runtime(device=device, dtype=dtype, compile=use_cuda if compile is None else compile)
+
+
+def worker_runtime(runtime: WorkerResources, local_rank: int = 0) -> Runtime:
+    """The runtime of a training worker, decided by the same fact as its backend."""
+    return pick_runtime("cuda" if uses_accelerator(runtime) else "cpu", runtime.precision, runtime.compile,
+                        local_rank)
 
 
 def set_cpu_threads(default: int = 1) -> int:

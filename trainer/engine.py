@@ -1,26 +1,25 @@
 """Training steps in one process: objective -> loss -> guard -> backward -> optimizer steps.
 
-The Ray Train layer runs one Engine per worker (DDP-wrapped model, sharded batches); tests and
-benchmarks use it directly.
+The Trainer runs one Engine per rank (DDP-wrapped model, sharded batches); tests and benchmarks
+use it directly. Its state (optimizer moments and step count) is one entry of a checkpoint.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .objectives import StepOutput, TorchBatch
+from .objectives import Objective, StepOutput, TorchBatch
 from .optim import NonFiniteLoss, OptimConfig, build_optimizer, lr_factor
 from .puzzle_emb import PuzzleEmbedding
 
 
 class Engine:
-    def __init__(self, model: torch.nn.Module, emb: PuzzleEmbedding, objective, optim: OptimConfig,
+    def __init__(self, model: torch.nn.Module, emb: PuzzleEmbedding, objective: Objective, optim: OptimConfig,
                  total_steps: int):
         self.model, self.emb, self.objective, self.cfg = model, emb, objective, optim
         self.total_steps = total_steps
         self.optimizer = build_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
         self.step = 0  # optimizer steps taken (= supervision steps trained)
-        self.applications = [0, 0]  # block applications per sample so far: with grad, without
 
     def _apply(self, out: StepOutput) -> dict:
         if not torch.isfinite(out.loss):
@@ -39,8 +38,6 @@ class Engine:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.emb.step(self.cfg.puzzle_emb_lr * factor, self.cfg.puzzle_emb_weight_decay)
-        self.applications[0] += out.grad_applications
-        self.applications[1] += out.nograd_applications
         metrics["lr"] = self.cfg.lr * factor
         return metrics
 
@@ -50,11 +47,8 @@ class Engine:
         return [self._apply(out) for out in self.objective.train_steps(self.model, self.emb, batch)]
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step, "applications": list(self.applications),
-                "puzzle_emb": self.emb.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        self.applications = list(state["applications"])
-        self.emb.load_state_dict(state["puzzle_emb"])

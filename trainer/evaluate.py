@@ -1,4 +1,4 @@
-"""ARC evaluation (spec §7): crop, invert each version's augmentation, vote, pass@k, submission.
+"""ARC evaluation (docs/reference.md §7): crop, invert each version's augmentation, vote, pass@k, submission.
 
 Each test row's prediction is cropped by its EOS frame, mapped back through its version's inverse
 transform and pooled with the other versions' predictions of the same test pair. Candidates rank
@@ -20,11 +20,12 @@ import torch
 import torch.distributed as dist
 
 from arc_data.dataset import TEST, ArcDataset
+from arc_data.fsio import atomic_write_json
 from arc_data.grids import crop
 
 from .config import PASS_KS
-from .io import atomic_write_json
-from .objectives import TorchBatch, token_metrics
+from .device import is_distributed, rank_and_world
+from .objectives import Objective, TorchBatch, token_metrics
 
 
 @dataclass
@@ -55,17 +56,18 @@ class ArcEvaluator:
             original = self.ds.unaugment(int(identifiers[row]), grid)
             self.records.append((int(example_index[row]), original.shape, original.tobytes(), float(confidence[row])))
 
-    def _gathered(self) -> list | None:
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-            dist.gather_object(self.records, parts, dst=0)
-            return [r for p in parts for r in p] if parts is not None else None
-        return self.records
+    def gather(self) -> list | None:
+        """Every rank's records on rank 0 (a collective); None on the other ranks."""
+        if not is_distributed():
+            return self.records
+        parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+        dist.gather_object(self.records, parts, dst=0)
+        return [r for p in parts for r in p] if parts is not None else None
 
     def result(self, ks: tuple[int, ...] = PASS_KS, extra: dict | None = None,
                tasks: np.ndarray | None = None) -> EvalResult | None:
         """Votes and scores; None on ranks other than 0 when distributed."""
-        records = self._gathered()
+        records = self.gather()
         return None if records is None else self.score(records, ks, extra, tasks)
 
     def score(self, records: list, ks: tuple[int, ...] = PASS_KS, extra: dict | None = None,
@@ -115,54 +117,47 @@ def validation_tasks(ds: ArcDataset, fraction: float) -> np.ndarray:
     return np.sort(np.asarray(order[:n], dtype=np.int64))
 
 
-def evaluate(model, emb, objective, ds: ArcDataset, device: torch.device, global_batch_size: int,
-             rank: int = 0, world_size: int = 1, steps: int | None = None,
-             max_versions: int | None = None, validation: np.ndarray | None = None) -> EvalResult | None:
-    """Run the test split through `objective.predict` and score it (result on rank 0).
+@dataclass(frozen=True)
+class EvalOptions:
+    batch_size: int  # global rows per evaluation batch
+    steps: int | None = None  # supervision steps (None = as trained)
+    max_versions: int | None = None  # augmented versions voted per test pair (None = all)
+    validation: np.ndarray | None = None  # task indices scored separately for model selection
 
-    With `validation` (task indices), those puzzles are scored separately as `val_*` metrics
-    (pass@k, token and exact accuracy) for model selection and left out of the reported pass@k,
-    `test_*` metrics and submission; without it, `val_*` repeat the test scores and
+
+def evaluate(model, emb, objective: Objective, ds: ArcDataset, device: torch.device,
+             options: EvalOptions) -> EvalResult | None:
+    """Run the test split through `objective.predict` and score it (result on rank 0 only; in a
+    process group every rank takes its slice of the rows).
+
+    With `options.validation` (task indices), those puzzles are scored separately as `val_*`
+    metrics (pass@k, token and exact accuracy) for model selection and left out of the reported
+    pass@k, `test_*` metrics and submission; without it, `val_*` repeat the test scores and
     `selection_split` says so.
     """
     model.eval()
-    evaluator = ArcEvaluator(ds)
+    rank, world = rank_and_world()
+    validation = options.validation
     held_out = validation is not None and validation.size > 0
-    splits = ("test", "val") if held_out else ("test",)
-    sums = {sp: {} for sp in splits}  # per split: rows, accuracy, exact_accuracy, step{s}_exact_accuracy (sums)
+    evaluator, sums = ArcEvaluator(ds), _SplitSums(("test", "val") if held_out else ("test",))
     applications = 0
-    for batch in ds.test_batches(global_batch_size, rank, world_size, max_versions):
+    for batch in ds.test_batches(options.batch_size, rank, world, options.max_versions):
         tb = TorchBatch.from_numpy(batch, device)
-        pred = objective.predict(model, emb, tb, steps)
+        pred = objective.predict(model, emb, tb, options.steps)
         applications = pred.applications
         real = batch.puzzle_identifiers > 0
-        in_val = real & np.isin(ds.ex_task[np.maximum(batch.example_index, 0)], validation) if held_out else None
-        for sp in splits:
-            rows = torch.from_numpy(real & ~in_val if sp == "test" and held_out else in_val if sp == "val" else real)
-            acc = sums[sp]
-            m = token_metrics(pred.preds, tb.labels, rows=rows.to(device))
-            n = float(m["count"])
-            acc["rows"] = acc.get("rows", 0.0) + n
-            for k in ("accuracy", "exact_accuracy"):
-                acc[k] = acc.get(k, 0.0) + float(m[k]) * n
-            for s, step_pred in enumerate(pred.step_preds or [], start=1):
-                key = f"step{s}_exact_accuracy"
-                acc[key] = acc.get(key, 0.0) + float(token_metrics(step_pred, tb.labels, rows=rows.to(device))[
-                    "exact_accuracy"]) * n
+        if held_out:
+            in_val = real & np.isin(ds.ex_task[np.maximum(batch.example_index, 0)], validation)
+            sums.add("test", pred, tb, real & ~in_val)
+            sums.add("val", pred, tb, in_val)
+        else:
+            sums.add("test", pred, tb, real)
         evaluator.update(batch.example_index, batch.puzzle_identifiers, pred.preds.cpu().numpy(),
                          pred.confidence.float().cpu().numpy())
-    keys = [(sp, k) for sp in splits for k in sums[sp]]
-    totals = torch.tensor([sums[sp][k] for sp, k in keys], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(totals)
-    total = dict(zip(keys, totals.cpu().tolist(), strict=True))
-    extra: dict = {"block_apps_per_sample": applications}
-    for sp, k in keys:
-        n = max(total.get((sp, "rows"), 0.0), 1.0)
-        extra[f"{sp}_{k}"] = int(total[(sp, k)]) if k == "rows" else total[(sp, k)] / n
+    extra = {"block_apps_per_sample": applications} | sums.means(device)
     if not held_out:
         extra |= {f"val_{k.removeprefix('test_')}": v for k, v in extra.items() if k.startswith("test_")}
-    records = evaluator._gathered()
+    records = evaluator.gather()
     if records is None:
         return None
     test_tasks = np.setdiff1d(np.flatnonzero(ds.n_test), validation) if held_out else None
@@ -171,3 +166,34 @@ def evaluate(model, emb, objective, ds: ArcDataset, device: torch.device, global
     result.metrics |= {f"val_{k}": val[k] for k in val if k.startswith("pass@") or k == "puzzles"}
     result.metrics["selection_split"] = "validation" if held_out else "test"
     return result
+
+
+class _SplitSums:
+    """Row-weighted token metrics per split (rows, accuracy, exact accuracy, per-step exact accuracy)."""
+
+    def __init__(self, splits: tuple[str, ...]):
+        self.sums: dict[tuple[str, str], float] = {}
+        self.splits = splits
+
+    def add(self, split: str, pred, batch: TorchBatch, rows: np.ndarray) -> None:
+        mask = torch.from_numpy(rows).to(batch.labels.device)
+        m = token_metrics(pred.preds, batch.labels, rows=mask)
+        n = float(m["count"])
+        values = {"rows": n, "accuracy": float(m["accuracy"]) * n, "exact_accuracy": float(m["exact_accuracy"]) * n}
+        for s, step_pred in enumerate(pred.step_preds or [], start=1):
+            values[f"step{s}_exact_accuracy"] = float(token_metrics(step_pred, batch.labels, rows=mask)["exact_accuracy"]) * n
+        for k, v in values.items():
+            self.sums[(split, k)] = self.sums.get((split, k), 0.0) + v
+
+    def means(self, device: torch.device) -> dict:
+        """Summed over ranks; `<split>_rows` counts, the rest are means over rows."""
+        keys = sorted(self.sums)
+        totals = torch.tensor([self.sums[k] for k in keys], dtype=torch.float64, device=device)
+        if is_distributed():
+            dist.all_reduce(totals)
+        total = dict(zip(keys, totals.cpu().tolist(), strict=True))
+        out = {}
+        for sp, k in keys:
+            n = max(total.get((sp, "rows"), 0.0), 1.0)
+            out[f"{sp}_{k}"] = int(total[(sp, k)]) if k == "rows" else total[(sp, k)] / n
+        return out

@@ -16,49 +16,53 @@ from arc_data.sources import Task
 from . import checkpoint as ckpt
 from .config import RunSpec
 from .device import pick_runtime
-from .evaluate import EvalResult, evaluate, validation_tasks
-from .model import ModelConfig, TinyRecursiveModel
-from .objectives import TorchBatch, build_objective
+from .evaluate import EvalOptions, EvalResult, evaluate, validation_tasks
+from .losses import IGNORE
+from .model import TinyRecursiveModel
+from .objectives import Objective, TorchBatch, build_objective
 from .puzzle_emb import PuzzleEmbedding
-from .worker import load_model_state
 
 
 @dataclass
-class Loaded:
+class LoadedModel:
+    """A checkpoint made ready to predict: model, puzzle table and objective on one device."""
+
     path: Path
-    spec: RunSpec
-    meta: dict
+    meta: ckpt.CheckpointMeta
     model: TinyRecursiveModel
     emb: PuzzleEmbedding
-    objective: object
+    objective: Objective
     device: torch.device
+
+    @property
+    def spec(self) -> RunSpec:
+        return self.meta.spec
 
     @property
     def canvas(self) -> int:
         return int(round(self.model.cfg.seq_len ** 0.5))
 
 
-def load(path: str | Path, device: str = "auto") -> Loaded:
-    c = ckpt.load(path)
-    spec = RunSpec.model_validate(c.meta["spec"])
-    cfg = ModelConfig.model_validate(c.meta["model"])
-    rt = pick_runtime(device, spec.runtime.precision if device != "cpu" else "fp32", compile=False)
+def load(path: str | Path, device: str = "auto") -> LoadedModel:
+    """Load a checkpoint's weights (safetensors; nothing unpickled) for evaluation or prediction."""
+    c = ckpt.read(path)
+    cfg = c.meta.model
+    rt = pick_runtime(device, c.meta.spec.runtime.precision if device != "cpu" else "fp32", compile=False)
     model = TinyRecursiveModel(cfg).to(rt.device)
-    model.compute_dtype = rt.dtype
     emb = PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim, rt.device)
-    load_model_state(model, emb, c.model_state)
+    ckpt.ModelState(model, emb).load_state_dict(c.model_state)
     model.eval()
-    objective = build_objective(spec.objective, cfg.supervision_steps, device=rt.device)
-    return Loaded(Path(path), spec, c.meta, model, emb, objective, rt.device)
+    objective = build_objective(c.meta.spec.objective, cfg, rt.dtype, device=rt.device)
+    return LoadedModel(Path(path), c.meta, model, emb, objective, rt.device)
 
 
-def open_dataset(loaded: Loaded, data: str | None, allow_mismatch: bool = False) -> ArcDataset:
+def open_dataset(loaded: LoadedModel, data: str | None, allow_mismatch: bool = False) -> ArcDataset:
     """The data to evaluate on: `data` or the checkpoint's own dataset, fingerprint-checked."""
-    path = data or loaded.meta["dataset"]["path"]
+    path = data or loaded.meta.dataset.path
     if not Path(path).exists():
         raise DiscoError(f"dataset {path} (recorded in the checkpoint) not found; pass --data DIR")
     ds = ArcDataset(path)
-    expected = loaded.meta["dataset"]["fingerprint"]
+    expected = loaded.meta.dataset.fingerprint
     if ds.fingerprint != expected and not allow_mismatch:
         raise DiscoError(f"dataset {ds.root} (fingerprint {ds.fingerprint[:12]}) is not the one the checkpoint was "
                          f"trained on ({expected[:12]}); puzzle identifiers would not match. Pass "
@@ -69,13 +73,12 @@ def open_dataset(loaded: Loaded, data: str | None, allow_mismatch: bool = False)
     return ds
 
 
-def evaluate_checkpoint(loaded: Loaded, ds: ArcDataset, eval_steps: int | None = None, votes: int | None = None,
+def evaluate_checkpoint(loaded: LoadedModel, ds: ArcDataset, eval_steps: int | None = None, votes: int | None = None,
                         batch_size: int = 64) -> EvalResult:
     spec = loaded.spec
-    validation = (validation_tasks(ds, spec.data.validation_fraction) if spec.data.validation_fraction else None)
-    result = evaluate(loaded.model, loaded.emb, loaded.objective, ds, loaded.device, batch_size,
-                      steps=eval_steps or spec.train.eval_steps, max_versions=votes or spec.data.eval_versions,
-                      validation=validation)
+    validation = validation_tasks(ds, spec.data.validation_fraction) if spec.data.validation_fraction else None
+    options = EvalOptions(batch_size, eval_steps or spec.train.eval_steps, votes or spec.data.eval_versions, validation)
+    result = evaluate(loaded.model, loaded.emb, loaded.objective, ds, loaded.device, options)
     result.metrics |= {"checkpoint": str(loaded.path), "dataset": str(ds.root), "fingerprint": ds.fingerprint}
     return result
 
@@ -92,21 +95,20 @@ class TaskPrediction:
         return self.steps[-1]
 
 
-def predict_task(loaded: Loaded, task: Task, ds: ArcDataset | None, steps: int | None = None) -> tuple[list[TaskPrediction], bool]:
+def predict_task(loaded: LoadedModel, task: Task, ds: ArcDataset | None, steps: int | None = None) -> tuple[list[TaskPrediction], bool]:
     """Predict every test input of `task`; returns (predictions, whether the task's learned puzzle
     embedding was used). A task the model never trained on gets the blank embedding (id 0)."""
     side = loaded.canvas
     ident, known = 0, False
     if ds is not None and task.task_id in ds.task_ids:
-        t = ds.task_index(task.task_id)
-        ident, known = int(ds.version_start[t]) + 1, True  # the original, unaugmented version
+        ident, known = ds.original_identifier(ds.task_index(task.task_id)), True
     for i, pair in enumerate(task.test):
         if max(pair.input.shape) > side:
             raise DiscoError(f"task {task.task_id} test pair {i}: grid {pair.input.shape} exceeds the model's "
                              f"{side}x{side} canvas")
     inputs = np.stack([encode(p.input, canvas_side=side) for p in task.test])
     batch = TorchBatch(torch.from_numpy(inputs).long().to(loaded.device),
-                       torch.full(inputs.shape, -100, dtype=torch.long, device=loaded.device),
+                       torch.full(inputs.shape, IGNORE, dtype=torch.long, device=loaded.device),
                        torch.full((len(task.test),), ident, dtype=torch.long, device=loaded.device))
     pred = loaded.objective.predict(loaded.model, loaded.emb, batch, steps)
     step_tokens = [sp.cpu().numpy() for sp in (pred.step_preds or [pred.preds])]

@@ -1,8 +1,6 @@
 """Driver side of `disco train`: Ray connection, the TorchTrainer, run records and progress.
 
-Each run lives in `<storage>/<name>/`: Ray's checkpoints (`checkpoint_<batch>/`) and snapshot,
-`metrics.jsonl` (written by rank 0), `wandb/` and `run.json`, the driver's record of the run
-(spec, dataset, status, best checkpoint, final metrics). A fresh run refuses an existing name;
+Each run lives in `<storage>/<name>/` (see runs.py). A fresh run refuses an existing name;
 `resume=True` continues one from its newest intact checkpoint.
 """
 
@@ -12,17 +10,15 @@ import json
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from arc_data.errors import DiscoError
-from cluster.storage import Storage
 
-from .config import RunSpec
-from .device import backend_for
-from .runs import RUN_FILE, best_checkpoint
-from .tracking import METRICS_FILE, read_metrics
+from .config import DatasetRef, RunSpec, derive
+from .device import backend_for, uses_accelerator
+from .runs import Run, RunRecord, now, stamp
+from .storage import Storage
 
 # Quiet, responsive Ray defaults (see docs/training.md); users can override any of them.
 RAY_ENV = {
@@ -36,10 +32,10 @@ RAY_ENV = {
 
 
 def ray_env() -> dict[str, str]:
-    """Environment for Ray processes: the defaults above plus the test hook, when set."""
+    """Environment for Ray processes: the defaults above, unless the user set them."""
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
-    return {k: os.environ[k] for k in (*RAY_ENV, "DISCO_FAULT_AT_BATCH") if k in os.environ}
+    return {k: os.environ[k] for k in RAY_ENV}
 
 
 def _probe(address: str, timeout: float = 10.0) -> None:
@@ -85,7 +81,7 @@ def connect(address: str | None, num_cpus: float | None = None, num_gpus: float 
 
 
 def new_run_name(spec: RunSpec) -> str:
-    return f"{spec.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{spec.method}-{stamp()}"
 
 
 @dataclass
@@ -96,7 +92,7 @@ class Outcome:
     best: str | None
 
 
-def _progress(storage: Storage, name: str, stop: threading.Event) -> None:
+def _progress(run: Run, stop: threading.Event) -> None:
     """Follow metrics.jsonl: a tqdm bar on a terminal, a line per 10% and per evaluation otherwise."""
     import sys
 
@@ -104,19 +100,21 @@ def _progress(storage: Storage, name: str, stop: threading.Event) -> None:
 
     tty = sys.stderr.isatty()
     bar, seen, total, next_line = None, 0, None, 0.0
-    period = 0.5 if storage.is_local else 10.0
-    while not stop.wait(period):
-        records = read_metrics(storage.read_text(name, METRICS_FILE))
+
+    def say(line: str) -> None:  # above the bar when there is one
+        bar.write(line) if bar is not None else print(line, file=sys.stderr, flush=True)
+
+    while not stop.wait(run.storage.poll_interval_s):
+        records = run.metrics()
         for r in records[seen:]:
             kind = r.get("kind")
             if kind in ("start", "resume") and total is None:
                 total = r.get("batches_total")
                 if kind == "start":
-                    print(f"  {r['world_size']} workers on {r['device']} ({r['dtype']}), {r['params']:,} parameters, "
-                          f"{total} batches; copy-the-input baseline: token accuracy "
-                          f"{r['copy_baseline_accuracy']:.3f}", file=sys.stderr, flush=True)
+                    say(f"  {r['world_size']} workers on {r['device']} ({r['dtype']}), {r['params']:,} parameters, "
+                        f"{total} batches; copy-the-input baseline: token accuracy {r['copy_baseline_accuracy']:.3f}")
                 if tty and total:
-                    bar = tqdm(total=total, unit="batch", desc=name, dynamic_ncols=True, mininterval=1.0)
+                    bar = tqdm(total=total, unit="batch", desc=run.name, dynamic_ncols=True, mininterval=1.0)
             elif kind == "train":
                 stats = (f"step {r['step']}  loss {r['loss']:.3f}  acc {r.get('accuracy', 0):.3f}  "
                          f"exact {r.get('exact_accuracy', 0):.3f}  {r['samples_per_s']:.1f} samples/s")
@@ -124,57 +122,53 @@ def _progress(storage: Storage, name: str, stop: threading.Event) -> None:
                     bar.n = r["batch"]
                     bar.set_postfix_str(stats, refresh=True)
                 elif total is None or r["batch"] >= next_line:
-                    print(f"  batch {r['batch']}/{total or '?'}  {stats}", file=sys.stderr, flush=True)
+                    say(f"  batch {r['batch']}/{total or '?'}  {stats}")
                     next_line = r["batch"] + 0.1 * (total or 10)
             elif kind == "eval":
-                line = (f"  eval @ batch {r['batch']}: pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}"
-                        f"  train puzzles exact {r.get('train_exact_accuracy', 0):.3f} / token acc "
-                        f"{r.get('train_accuracy', 0):.3f}  test token acc {r.get('test_accuracy', 0):.3f}")
-                bar.write(line) if bar is not None else print(line, file=sys.stderr, flush=True)
+                say(f"  eval @ batch {r['batch']}: pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}"
+                    f"  train puzzles exact {r.get('train_exact_accuracy', 0):.3f} / token acc "
+                    f"{r.get('train_accuracy', 0):.3f}  test token acc {r.get('test_accuracy', 0):.3f}")
         seen = len(records)
     if bar is not None:
         bar.close()
 
 
-def train(spec: RunSpec, storage: Storage, name: str | None = None, address: str | None = None,
-          resume: bool = False, progress: bool = True, callbacks: list | None = None) -> Outcome:
+def _prepare(run: Run, spec: RunSpec, resume: bool) -> tuple[RunSpec, RunRecord]:
+    """Check the name, make the data path absolute and probe the dataset; the run's new record."""
+    from arc_data.dataset import ArcDataset
+
+    record = run.read()
+    if resume and record is None:
+        raise DiscoError(f"no run named {run.name!r} in {run.storage.uri} to resume (see `disco runs list`)")
+    if not resume and run.exists():
+        raise DiscoError(f"run {run.name!r} already exists in {run.storage.uri}; continue it with "
+                         f"`disco train --resume {run.name}` or pick another --name")
+    # Workers chdir into Ray's session directory: every path they see must be absolute.
+    spec = derive(spec, {"data": {"path": str(Path(spec.data.path).expanduser().resolve())}})
+    ds = ArcDataset(spec.data.path)  # fail here, not in every worker, when the data is missing
+    new = RunRecord(name=run.name, status="running", spec=spec, storage=run.storage.uri,
+                    dataset=DatasetRef(path=spec.data.path, fingerprint=ds.fingerprint))
+    return spec, new.model_copy(update={"created": record.created}) if record else new
+
+
+def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callbacks: list):
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from arc_data.dataset import ArcDataset
-
     from .worker import train_loop
 
-    name = name or new_run_name(spec)
-    record = storage.read_json(name, RUN_FILE)
-    if resume and record is None:
-        raise DiscoError(f"no run named {name!r} in {storage.uri} to resume (see `disco runs list`)")
-    if not resume and storage.exists(name):
-        raise DiscoError(f"run {name!r} already exists in {storage.uri}; continue it with `disco train --resume {name}` "
-                         "or pick another --name")
-    # Workers chdir into Ray's session directory: every path they see must be absolute.
-    data_path = str(Path(spec.data.path).expanduser().resolve())
-    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": data_path})})
-    ds = ArcDataset(data_path)  # fail here, not in every worker, when the data is missing
     rt = spec.runtime
-    record = (record or {}) | {
-        "name": name, "status": "running", "spec": spec.model_dump(mode="json"),
-        "dataset": {"path": data_path, "fingerprint": ds.fingerprint},
-        "created": (record or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "storage": storage.uri,
-    }
-    started = connect(address, num_cpus=rt.workers * rt.cpus_per_worker, num_gpus=None)
-    storage.write_json(record, name, RUN_FILE)  # only once the cluster is reachable
-    use_gpu = rt.gpus_per_worker > 0
-    resources = {"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if use_gpu else {})
-    trainer = TorchTrainer(
+    gpu = uses_accelerator(rt)
+    return TorchTrainer(
         train_loop,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "name": name, "storage": storage.uri},
-        torch_config=TorchConfig(backend=backend_for(use_gpu)),
-        scaling_config=ScalingConfig(num_workers=rt.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        train_loop_config={"spec": spec.model_dump(mode="json"), "name": run.name, "storage": run.storage,
+                           "callbacks": list(worker_callbacks)},
+        torch_config=TorchConfig(backend=backend_for(rt)),
+        scaling_config=ScalingConfig(num_workers=rt.workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if gpu else {})),
         run_config=RunConfig(
-            name=name, storage_path=storage.uri,
+            name=run.name, **run.storage.ray_run_config(),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.train.keep_checkpoints,
                                                checkpoint_score_attribute=spec.train.select_metric,
                                                checkpoint_score_order="max"),
@@ -182,8 +176,24 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, address: str
             worker_runtime_env={"env_vars": ray_env()}, callbacks=callbacks,
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
+
+
+def train(spec: RunSpec, storage: Storage, name: str | None = None, *, address: str | None = None,
+          resume: bool = False, progress: bool = True, callbacks: list | None = None,
+          worker_callbacks: list | tuple = ()) -> Outcome:
+    """Train (or resume) a run on Ray Train; `callbacks` are Ray Train callbacks on the driver,
+    `worker_callbacks` Trainer callbacks in every worker (tests inject faults this way)."""
+    import ray
+    import ray.train
+
+    run = Run(storage, name or new_run_name(spec))
+    spec, record = _prepare(run, spec, resume)
+    rt = spec.runtime
+    started = connect(address, num_cpus=rt.workers * rt.cpus_per_worker, num_gpus=None)
+    run.write(record)  # only once the cluster is reachable
+    trainer = _torch_trainer(run, spec, callbacks, worker_callbacks)
     stop = threading.Event()
-    bar = threading.Thread(target=_progress, args=(storage, name, stop), daemon=True) if progress else None
+    bar = threading.Thread(target=_progress, args=(run, stop), daemon=True) if progress else None
     status = "failed"
     try:
         if bar:
@@ -200,16 +210,15 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, address: str
         if bar:
             bar.join(timeout=5)
         if status != "finished":
-            storage.write_json(record | {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-                               name, RUN_FILE)
+            run.write(record.model_copy(update={"status": status, "updated": now()}))
         if started:
             ray.shutdown()
-    best = best_checkpoint(storage, name, spec.train.select_metric)
+    best = run.best()
     metrics = result.return_value or result.metrics or {}
-    record |= {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "metrics": metrics,
-               "best_checkpoint": best}
-    storage.write_json(record, name, RUN_FILE)
-    return Outcome(name, storage.join(name), metrics, best)
+    best_at = run.checkpoint_location(best.name) if best else None
+    run.write(record.model_copy(update={"status": status, "updated": now(), "metrics": metrics,
+                                        "best_checkpoint": best_at}))
+    return Outcome(run.name, run.location, metrics, best_at)
 
 
 def _root_cause(e: BaseException) -> str:

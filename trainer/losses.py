@@ -10,11 +10,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from arc_data.grids import IGNORE_LABEL as IGNORE  # label of unsupervised cells (-100, torch's default)
 
 
 def _stablemax_log_probs(x: torch.Tensor) -> torch.Tensor:
-    # s(x) = 1/(1-x) for x < 0, x+1 otherwise: a softmax substitute that grows linearly (spec §4.3).
+    # s(x) = 1/(1-x) for x < 0, x+1 otherwise: a softmax substitute that grows linearly (docs/reference.md §4.3).
     s = torch.where(x < 0, 1 / (1 - x + 1e-30), x + 1)
     return torch.log(s / s.sum(dim=-1, keepdim=True))
 

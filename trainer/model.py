@@ -1,4 +1,4 @@
-"""The Tiny Recursive Model: one small block stack applied recursively (spec §3).
+"""The Tiny Recursive Model: one small block stack applied recursively (docs/reference.md §3).
 
 A latent z is refined `latent_steps` times from (input x, answer y, z), then y from (y, z);
 `cycles` such rounds make one supervision step, all but the last without gradient. The same
@@ -178,7 +178,6 @@ class TinyRecursiveModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.compute_dtype = torch.float32  # activations and carries; set from trainer.device.Runtime
         d = cfg.hidden_size
         self.embed_scale = math.sqrt(d)
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
@@ -199,10 +198,6 @@ class TinyRecursiveModel(nn.Module):
         self.register_buffer("answer_init", trunc_normal_(torch.empty(d), 1.0))
         self.register_buffer("latent_init", trunc_normal_(torch.empty(d), 1.0))
 
-    @property
-    def applications_per_step(self) -> tuple[int, int]:
-        return self.cfg.applications_per_step
-
     def embed(self, tokens: torch.Tensor, puzzle_emb: torch.Tensor | None, step: torch.Tensor | None,
               dtype: torch.dtype) -> torch.Tensor:
         """x = sqrt(D) * ([puzzle prefix ; token embeddings] + step embedding): [B, P+L, D]."""
@@ -216,6 +211,7 @@ class TinyRecursiveModel(nn.Module):
         return self.embed_scale * x
 
     def initial_carry(self, batch: int, dtype: torch.dtype) -> Carry:
+        """The fixed initial states in the compute dtype (the caller's choice; weights stay fp32)."""
         shape = (batch, self.cfg.total_len, self.cfg.hidden_size)
         return Carry(self.answer_init.to(dtype).expand(shape), self.latent_init.to(dtype).expand(shape))
 

@@ -1,4 +1,4 @@
-"""Optimisers and the learning-rate schedule (spec §6.1).
+"""Optimisers and the learning-rate schedule (docs/reference.md §6.1).
 
 Weights: AdamW (default) or Adam-atan2 (pure PyTorch, the imoneoi formula the TRM code installs).
 Puzzle table: SignSGD (trainer.puzzle_emb). Both follow one warmup + cosine schedule, each with

@@ -1,4 +1,4 @@
-"""The sparse per-puzzle embedding table and its SignSGD update (spec §3.4).
+"""The sparse per-puzzle embedding table and its SignSGD update (docs/reference.md §3.4).
 
 The table (≈876k x D for ARC-1) is a plain tensor, not a parameter: it stays out of
 `model.parameters()`, DDP and the weight optimizer. A training lookup returns a small leaf tensor
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+
+from .device import is_distributed
 
 
 class PuzzleEmbedding:
@@ -36,7 +38,7 @@ class PuzzleEmbedding:
         ids = torch.cat([i for i, _ in self._pending])
         grads = torch.cat([r.grad if r.grad is not None else torch.zeros_like(r) for _, r in self._pending])
         self._pending.clear()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if is_distributed():
             ids, grads = _all_gather(ids), _all_gather(grads)
         unique, inverse = ids.unique(return_inverse=True)
         summed = torch.zeros(unique.numel(), self.dim, device=grads.device, dtype=grads.dtype)

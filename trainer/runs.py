@@ -1,74 +1,166 @@
-"""Reading runs back from storage: listing, details, best checkpoint, checkpoint lookup."""
+"""Runs in storage: the typed run record (run.json) and a `Run` handle over one run's files.
+
+`<storage>/<name>/` holds `run.json` (the driver's record: spec, dataset, status, best checkpoint,
+final metrics), `metrics.jsonl` (rank 0's log), Ray's `checkpoint_<batch>/` directories and
+`wandb/`. Every command reads runs through `Run`; which checkpoint is best is decided in one
+place, `best_of`.
+"""
 
 from __future__ import annotations
 
-import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arc_data.errors import DiscoError
-from cluster.storage import Storage
 
 from . import checkpoint as ckpt
+from .config import DatasetRef, RunSpec
+from .storage import Storage
 from .tracking import METRICS_FILE, read_metrics
 
 RUN_FILE = "run.json"
+Status = Literal["running", "finished", "failed", "interrupted"]
 
 
-def list_runs(storage: Storage) -> list[dict]:
-    out = []
-    for name in storage.listdir():
-        record = storage.read_json(name, RUN_FILE)
-        if record is not None:
-            out.append(record)
-    return out
+def now() -> str:
+    """A timestamp for records (local time with its UTC offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def checkpoints(storage: Storage, name: str) -> list[dict]:
-    """The run's checkpoints in storage (oldest first): name, batch, metrics, complete or not."""
-    out = []
-    for d in storage.listdir(name):
-        if ckpt.step_of(d) is None:
-            continue
-        meta = None
-        try:
-            meta = storage.read_json(name, d, "meta.json")
-        except DiscoError:
-            pass
-        complete = storage.read_text(name, d, ckpt.COMMIT) is not None and meta is not None
-        out.append({"name": d, "batch": ckpt.step_of(d), "complete": complete,
-                    "metrics": (meta or {}).get("metrics", {})})
-    return out
+def stamp() -> str:
+    """A compact timestamp for generated names."""
+    return time.strftime("%Y%m%d-%H%M%S")
 
 
-def best_checkpoint(storage: Storage, name: str, metric: str) -> str | None:
-    """Path (in storage) of the complete checkpoint with the highest `metric`; ties go to the later one."""
-    done = [c for c in checkpoints(storage, name) if c["complete"]]
+class RunRecord(BaseModel):
+    """run.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    status: Status
+    spec: RunSpec
+    dataset: DatasetRef
+    storage: str = Field(description="where the run lives (path or URI)")
+    created: str = Field(default_factory=now)
+    updated: str = Field(default_factory=now)
+    metrics: dict[str, float | int | str | None] = Field(default_factory=dict, description="final evaluation")
+    best_checkpoint: str | None = Field(None, description="location of the best complete checkpoint")
+
+    @property
+    def method(self) -> str:
+        return self.spec.method
+
+
+@dataclass
+class CheckpointInfo:
+    name: str
+    batch: int
+    complete: bool  # COMMIT and a valid meta.json are there (contents are verified on load)
+    metrics: dict = field(default_factory=dict)
+
+
+def best_of(checkpoints: list[CheckpointInfo], metric: str) -> CheckpointInfo | None:
+    """The complete checkpoint with the highest `metric` (higher is better); ties go to the later one."""
+    done = [c for c in checkpoints if c.complete]
     if not done:
         return None
-    best = max(done, key=lambda c: (c["metrics"].get(metric, float("-inf")), c["batch"]))
-    return storage.join(name, best["name"])
+    return max(done, key=lambda c: (c.metrics.get(metric) if c.metrics.get(metric) is not None else float("-inf"),
+                                    c.batch))
 
 
-def metrics(storage: Storage, name: str) -> list[dict]:
-    return read_metrics(storage.read_text(name, METRICS_FILE))
+class Run:
+    """One run's files in storage."""
+
+    def __init__(self, storage: Storage, name: str):
+        self.storage, self.name = storage, name
+
+    @property
+    def location(self) -> str:
+        return self.storage.join(self.name)
+
+    def exists(self) -> bool:
+        return self.storage.exists(self.name)
+
+    def read(self) -> RunRecord | None:
+        raw = self.storage.read_json(self.name, RUN_FILE)
+        if raw is None:
+            return None
+        try:
+            return RunRecord.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise DiscoError(f"{self.storage.join(self.name, RUN_FILE)}: {'.'.join(map(str, err['loc']))}: "
+                             f"{err['msg']}") from None
+
+    @cached_property
+    def record(self) -> RunRecord:
+        record = self.read()
+        if record is None:
+            raise DiscoError(f"no run named {self.name!r} in {self.storage.uri} (see `disco runs list`)")
+        return record
+
+    def write(self, record: RunRecord) -> None:
+        self.storage.write_json(record.model_dump(mode="json"), self.name, RUN_FILE)
+        self.__dict__["record"] = record
+
+    def metrics(self, kind: str | None = None) -> list[dict]:
+        records = read_metrics(self.storage.read_text(self.name, METRICS_FILE))
+        return records if kind is None else [r for r in records if r.get("kind") == kind]
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """The run's checkpoints in storage, oldest first."""
+        out = []
+        for d in self.storage.listdir(self.name):
+            if (batch := ckpt.step_of(d)) is None:
+                continue
+            text = self.storage.read_text(self.name, d, ckpt.META)
+            try:
+                meta = ckpt.read_meta(text, d) if text is not None else None
+            except ckpt.CheckpointError:
+                meta = None
+            complete = meta is not None and self.storage.exists(self.name, d, ckpt.COMMIT)
+            out.append(CheckpointInfo(d, batch, complete, dict(meta.metrics) if meta else {}))
+        return sorted(out, key=lambda c: c.batch)
+
+    def best(self, metric: str | None = None) -> CheckpointInfo | None:
+        """The best complete checkpoint by `metric` (default: the run's `train.select_metric`)."""
+        return best_of(self.checkpoints(), metric or self.record.spec.train.select_metric)
+
+    def checkpoint_location(self, checkpoint: str) -> str:
+        return self.storage.join(self.name, checkpoint)
+
+    @contextmanager
+    def local_checkpoint(self, checkpoint: str) -> Iterator[Path]:
+        """A checkpoint directory as a local path (a temporary copy when the storage is remote)."""
+        with self.storage.local_dir(self.name, checkpoint) as d:
+            yield d
 
 
-def resolve_checkpoint(ref: str, storage: Storage) -> Path:
-    """A local checkpoint directory for `ref`: a checkpoint directory, or a run name (its best checkpoint)."""
+def list_runs(storage: Storage) -> list[RunRecord]:
+    return [r for name in storage.listdir() if (r := Run(storage, name).read()) is not None]
+
+
+@contextmanager
+def open_checkpoint(ref: str, storage: Storage) -> Iterator[Path]:
+    """A local checkpoint directory for `ref`: a checkpoint directory, a run directory, or a run
+    name in `storage` (its best checkpoint)."""
     p = Path(ref).expanduser()
-    if p.is_dir():
-        if (p / ckpt.COMMIT).exists() or (p / "meta.json").exists():
-            return p
-        run_dir = p  # a run directory given by path
-        storage, ref = Storage.of(str(run_dir.parent)), run_dir.name
-    record = storage.read_json(ref, RUN_FILE)
-    if record is None:
+    if p.is_dir() and ((p / ckpt.COMMIT).exists() or (p / ckpt.META).exists()):
+        yield p
+        return
+    run = Run(Storage.of(str(p.parent)), p.name) if p.is_dir() else Run(storage, ref)
+    if run.read() is None:
         raise DiscoError(f"{ref!r} is neither a checkpoint directory nor a run in {storage.uri} (see `disco runs list`)")
-    metric = record.get("spec", {}).get("train", {}).get("select_metric", "val_pass@2")
-    best = best_checkpoint(storage, ref, metric)
+    best = run.best()
     if best is None:
         raise DiscoError(f"run {ref!r} has no complete checkpoint yet")
-    if storage.is_local:
-        return Path(best)
-    local = Path(tempfile.mkdtemp(prefix="disco-ckpt-"))
-    return storage.download(best.removeprefix(storage.uri).lstrip("/"), local)
+    with run.local_checkpoint(best.name) as d:
+        yield d

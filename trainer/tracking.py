@@ -1,11 +1,13 @@
-"""Run tracking on rank 0: a local JSONL metrics file (the source of truth) and optional W&B.
+"""Run tracking: a local JSONL metrics file (the source of truth), optional W&B, and the
+cross-rank averages of training metrics.
 
 `metrics.jsonl` has one record per line: {"kind": "train", "batch", "step", "epoch", "elapsed_s",
 "samples_per_s", "loss", "accuracy", ...} every log interval and {"kind": "eval", ...} after every
 evaluation. On a resumed run, records past the restored batch are dropped first, so the file
-never holds a batch twice. W&B runs in offline mode unless configured online; its files go
-into the run directory (`wandb/`), and it is only ever started on rank 0: Ray's `setup_wandb
-(rank_zero_only=True)` does not work under Train V2.
+never holds a batch twice. Rank 0 holds a `Tracker`; every other rank holds a `NullTracker` with
+the same methods, so the loop never asks which rank it is on. W&B runs in offline mode unless
+configured online; its files go into the run directory (`wandb/`). Ray's `setup_wandb
+(rank_zero_only=True)` does not work under Train V2, hence this.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ import json
 import os
 from pathlib import Path
 
-from .config import TrackingConfig
+import torch
+import torch.distributed as dist
+
+from .config import RunSpec, TrackingConfig
+from .device import is_distributed
+from .storage import Storage
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def log(msg: str) -> None:
+    print(f"[disco] {msg}", flush=True)
 
 
 def read_metrics(text: str | None) -> list[dict]:
@@ -50,15 +61,15 @@ class MetricsLog:
 
 
 class Wandb:
-    """A thin guard around wandb: never started off rank 0, never raises into the training loop."""
+    """A thin guard around wandb: never raises into the training loop."""
 
-    def __init__(self, cfg: TrackingConfig, run_name: str, run_dir: Path, config: dict, warn=print):
+    def __init__(self, cfg: TrackingConfig, run_name: str, run_dir: Path, config: dict, warn=log):
         self.run = None
         if cfg.wandb == "off":
             return
         mode = cfg.wandb
         if mode == "online" and not os.environ.get("WANDB_API_KEY"):
-            warn("tracking.wandb=online but WANDB_API_KEY is not set; logging to W&B offline instead")
+            warn("warning: tracking.wandb=online but WANDB_API_KEY is not set; logging to W&B offline instead")
             mode = "offline"
         try:
             import wandb
@@ -69,7 +80,7 @@ class Wandb:
                                   dir=str(run_dir), mode=mode, resume="allow",
                                   settings=wandb.Settings(init_timeout=60, silent=True, console="off"))
         except Exception as e:  # noqa: BLE001 - tracking must never stop training
-            warn(f"W&B disabled for this run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            warn(f"warning: W&B disabled for this run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             self.run = None
 
     def log(self, record: dict, step: int) -> None:
@@ -80,3 +91,95 @@ class Wandb:
     def finish(self) -> None:
         if self.run is not None:
             self.run.finish()
+
+
+class Tracker:
+    """Rank 0's record of a run: metrics.jsonl in the run's storage, and W&B."""
+
+    def __init__(self, storage: Storage, name: str, spec: RunSpec, resume_batch: int | None):
+        self.storage, self.name = storage, name
+        path = storage.working_copy(name, METRICS_FILE)  # object stores cannot append: a local copy
+        self.metrics = MetricsLog(path, resume_batch)
+        self.wandb = Wandb(spec.tracking, name, path.parent, spec.model_dump(mode="json"))
+
+    def log(self, record: dict, step: int) -> None:
+        self.metrics.write(record)
+        if record["kind"] in ("train", "eval"):
+            self.wandb.log(record, step)
+
+    def sync(self) -> None:
+        """Put the metrics log in storage (a no-op when it is written there directly)."""
+        self.storage.upload(self.metrics.path, self.name, METRICS_FILE)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.sync()
+        self.wandb.finish()
+
+
+class NullTracker:
+    """What ranks other than 0 hold: the same calls, no effect."""
+
+    def log(self, record: dict, step: int) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Averages:
+    """Running sums of per-batch metric records, averaged across ranks when logged.
+
+    Metrics in `row_metrics` were measured on the batch's `count` scored rows and are averaged
+    over rows; a log interval with no scored row leaves them out instead of reporting zero. The
+    whole-run block applications per finished sample survive such intervals (and resumes).
+    Sums stay on the device until `reduce`, so adding a batch costs no host sync.
+    """
+
+    def __init__(self, row_metrics: frozenset[str]):
+        self.row_metrics = row_metrics
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.batches = 0
+        self.run_apps, self.run_rows = 0.0, 0.0  # whole run, all ranks
+
+    def add(self, record: dict) -> None:
+        record = dict(record)
+        rows = record.pop("count", 1.0)
+        for k, v in record.items():
+            v = v.detach().double() if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + (v * rows if k in self.row_metrics else v)
+        self.sums["_rows"] = self.sums.get("_rows", 0.0) + rows
+        self.batches += 1
+
+    def reduce(self, device: torch.device, stop: bool) -> tuple[dict[str, float], bool]:
+        """Averages over the interval and all ranks, and whether any rank asked to stop."""
+        keys = sorted(self.sums)
+        values = [torch.as_tensor(self.sums[k], dtype=torch.float64, device=device) for k in keys]
+        t = torch.stack([torch.tensor(float(self.batches), dtype=torch.float64, device=device),
+                         torch.tensor(float(stop), dtype=torch.float64, device=device), *values])
+        if is_distributed():
+            dist.all_reduce(t)
+        t = t.cpu().tolist()
+        sums = dict(zip(keys, t[2:], strict=True))
+        rows = sums.pop("_rows", 0.0)
+        self.run_apps += sums.get("block_apps_per_sample", 0.0)
+        self.run_rows += rows
+        out = {k: v / (rows if k in self.row_metrics else max(t[0], 1)) for k, v in sums.items()
+               if k not in self.row_metrics or rows > 0}
+        self.sums, self.batches = {}, 0
+        return out, t[1] > 0
+
+    @property
+    def apps_per_sample(self) -> float:
+        """Block applications per finished training sample over the whole run so far: the compute
+        objective of Pareto sweeps (one log interval of TRM-ACT may see no sample halt)."""
+        return self.run_apps / self.run_rows if self.run_rows else float("nan")
+
+    def state_dict(self) -> dict:
+        return {"run_apps": self.run_apps, "run_rows": self.run_rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.run_apps, self.run_rows = float(state["run_apps"]), float(state["run_rows"])

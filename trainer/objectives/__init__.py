@@ -1,20 +1,29 @@
 """Training objectives: DIS (per-step diffusion targets) and TRM-ACT (halting baseline).
 
-Both expose `train_steps(model, emb, batch)` yielding one `StepOutput` per optimizer step, and
-`predict(model, emb, batch, steps=None)` for evaluation.
+Both implement `Objective` (common.py): `train_steps(model, emb, batch)` yields one `StepOutput`
+per optimizer step, `predict(model, emb, batch, steps=None)` serves evaluation, and everything
+objective-specific (optimizer steps per batch, what to freeze, block applications per row,
+row-weighted metrics, RNG and in-flight state) is answered by the objective itself.
 """
 
 from __future__ import annotations
 
+import torch
+
+from ..model import ModelConfig
 from .act import ACTConfig, ACTObjective
-from .common import Prediction, StepOutput, TorchBatch, token_metrics, unwrap
+from .common import Objective, Prediction, StepOutput, TorchBatch, token_metrics, unwrap
 from .dis import DISConfig, DISObjective
 
+CONFIGS: dict[str, type[DISConfig] | type[ACTConfig]] = {"dis": DISConfig, "trm": ACTConfig}  # by `method`
 
-def build_objective(cfg: DISConfig | ACTConfig, steps: int, seed: int = 0, device=None):
+
+def build_objective(cfg: DISConfig | ACTConfig, model_cfg: ModelConfig, dtype: torch.dtype = torch.float32,
+                    seed: int = 0, device: torch.device | None = None) -> Objective:
+    """The objective of `cfg`; `dtype` is the compute dtype of activations and carries."""
     cls = DISObjective if isinstance(cfg, DISConfig) else ACTObjective
-    return cls(cfg, steps, seed=seed, device=device)
+    return cls(cfg, model_cfg, dtype=dtype, seed=seed, device=device)
 
 
-__all__ = ["ACTConfig", "ACTObjective", "DISConfig", "DISObjective", "Prediction",
+__all__ = ["CONFIGS", "ACTConfig", "ACTObjective", "DISConfig", "DISObjective", "Objective", "Prediction",
            "StepOutput", "TorchBatch", "build_objective", "token_metrics", "unwrap"]

@@ -1,8 +1,11 @@
-"""What objectives share: batches as tensors, step outputs, predictions, token metrics."""
+"""What objectives share: the protocol the Trainer uses, batches as tensors, step outputs,
+predictions, token metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,6 +26,9 @@ class TorchBatch:
             return torch.from_numpy(x).to(device=device, dtype=torch.long, non_blocking=True)
         return cls(t(batch.inputs), t(batch.labels), t(batch.puzzle_identifiers))
 
+    def to(self, device: torch.device | str) -> TorchBatch:
+        return TorchBatch(self.inputs.to(device), self.labels.to(device), self.puzzle_identifiers.to(device))
+
 
 @dataclass
 class StepOutput:
@@ -30,16 +36,39 @@ class StepOutput:
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
-    grad_applications: int = 0  # block-stack applications per sample in this step, with grad
-    nograd_applications: int = 0  # ... and without grad
 
 
 @dataclass
 class Prediction:
     preds: torch.Tensor  # [B, L] final tokens
     confidence: torch.Tensor  # [B] in [0, 1], the vote tie-break
-    step_preds: list[torch.Tensor] | None = None  # [B, L] per supervision step (DIS)
+    step_preds: list[torch.Tensor] | None = None  # [B, L] per supervision step
     applications: int = 0  # block-stack applications per sample
+
+
+class Objective(Protocol):
+    """Everything objective-specific the Trainer, the Engine and the reports need to know."""
+
+    optimizer_steps_per_batch: int  # optimizer steps one training batch takes
+    row_metrics: frozenset[str]  # metrics measured on a batch's `count` scored rows (weighted by rows)
+
+    def prepare(self, model: nn.Module) -> None:
+        """Freeze what this objective never trains (DDP must not wait for its gradients)."""
+
+    def block_applications_per_row(self) -> int:
+        """Block-stack applications one training batch row costs."""
+
+    def train_steps(self, model: nn.Module, emb, batch: TorchBatch) -> Iterator[StepOutput]:
+        """One `StepOutput` per optimizer step on this batch."""
+
+    def batch_metrics(self, steps: list[dict]) -> dict:
+        """One record for the batch from the metrics of its optimizer steps."""
+
+    def predict(self, model: nn.Module, emb, batch: TorchBatch, steps: int | None = None) -> Prediction: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Deep Improvement Supervision (spec §5): every supervision step has its own target frame.
+"""Deep Improvement Supervision (docs/reference.md §5): every supervision step has its own target frame.
 
 Per batch: draw fresh frames (a new reveal order each time a sample is used), then run N steps;
 step s sees the step index through the timestep embedding, its input is the previous step's argmax
@@ -11,20 +11,24 @@ all N steps, with one optimizer step per supervision step.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from arc_data.grids import PAD
+
 from ..losses import IGNORE, LOSSES, row_mean_loss
+from ..model import ModelConfig
 from .common import Prediction, StepOutput, TorchBatch, token_metrics, unwrap
 from .frames import diffusion_frames, parse_schedule
-
-PAD = 0
 
 
 class DISConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    title: ClassVar[str] = "DIS (deep improvement supervision)"
+    # What the network needs for this objective: each step is told its index.
+    model_settings: ClassVar[dict] = {"timestep_embedding": True}
 
     method: Literal["dis"] = Field("dis", description="objective: Deep Improvement Supervision")
     schedule: str = Field("linear", description="cells revealed per step: linear | cosine | power(p)")
@@ -43,23 +47,35 @@ class DISConfig(BaseModel):
 
 
 class DISObjective:
-    def __init__(self, cfg: DISConfig, steps: int, seed: int = 0, device: torch.device | None = None):
-        self.cfg, self.steps = cfg, steps
+    # Accuracy is measured on every row at the last step, so row weighting only matters for padding.
+    row_metrics = frozenset({"accuracy", "exact_accuracy", "block_apps_per_sample"})
+
+    def __init__(self, cfg: DISConfig, model_cfg: ModelConfig, dtype: torch.dtype = torch.float32, seed: int = 0,
+                 device: torch.device | None = None):
+        self.cfg, self.dtype = cfg, dtype
+        self.steps = model_cfg.supervision_steps
+        self.apps_per_step = sum(model_cfg.applications_per_step)
+        self.optimizer_steps_per_batch = self.steps
         self.ce = LOSSES[cfg.loss]
-        w = torch.arange(1, steps + 1, dtype=torch.float32) if cfg.step_weights == "linear" else torch.ones(steps)
+        n = self.steps
+        w = torch.arange(1, n + 1, dtype=torch.float32) if cfg.step_weights == "linear" else torch.ones(n)
         self.weights = (w / w.mean()).tolist()
         self.generator = torch.Generator(device=device or "cpu").manual_seed(seed)
+
+    def prepare(self, model) -> None:
+        unwrap(model).q_head.requires_grad_(False)  # DIS never trains its halting head
+
+    def block_applications_per_row(self) -> int:
+        return self.steps * self.apps_per_step
 
     def _step_index(self, s: int, batch: int, device) -> torch.Tensor:
         return torch.full((batch,), min(s, self.steps), dtype=torch.long, device=device)
 
     def train_steps(self, model, emb, batch: TorchBatch) -> Iterator[StepOutput]:
-        core = unwrap(model)
         b = batch.inputs.shape[0]
         frames = diffusion_frames(batch.inputs, batch.labels, self.steps, self.cfg.schedule, self.cfg.diff,
                                   self.generator)
-        carry = core.initial_carry(b, core.compute_dtype)
-        grad_apps, nograd_apps = core.applications_per_step
+        carry = unwrap(model).initial_carry(b, self.dtype)
         tokens = batch.inputs
         for s in range(1, self.steps + 1):
             carry, logits, _ = model(carry, tokens, emb(batch.puzzle_identifiers, train=True),
@@ -68,20 +84,25 @@ class DISObjective:
             loss = self.weights[s - 1] * row_mean_loss(self.ce(logits, target), target)
             with torch.no_grad():
                 preds = logits.argmax(-1)
-                metrics: dict = {"loss": loss.detach(), "dis_step": s,
-                                 f"step{s}_target_accuracy": token_metrics(preds, target)["accuracy"]}
+                metrics: dict = {"loss": loss.detach(), f"step{s}_target_accuracy": token_metrics(preds, target)["accuracy"]}
                 if s == self.steps:
                     metrics |= token_metrics(preds, batch.labels)
-                    metrics["block_apps_per_sample"] = self.steps * (grad_apps + nograd_apps)
-            yield StepOutput(loss, metrics, grad_apps, nograd_apps)
+                    metrics["block_apps_per_sample"] = self.block_applications_per_row()
+            yield StepOutput(loss, metrics)
             tokens = preds if self.cfg.feed == "prediction" else target.masked_fill(target == IGNORE, PAD)
+
+    def batch_metrics(self, steps: list[dict]) -> dict:
+        """The last step's metrics, every step's target accuracy, and the mean loss over the steps."""
+        out = {k: v for o in steps for k, v in o.items() if k.startswith("step")}
+        out |= {k: v for k, v in steps[-1].items() if not k.startswith("step")}
+        out["loss"] = sum(o["loss"] for o in steps) / len(steps)
+        return out
 
     @torch.inference_mode()
     def predict(self, model, emb, batch: TorchBatch, steps: int | None = None) -> Prediction:
-        core = unwrap(model)
         steps = steps or self.steps
         b = batch.inputs.shape[0]
-        carry = core.initial_carry(b, core.compute_dtype)
+        carry = unwrap(model).initial_carry(b, self.dtype)
         tokens, step_preds = batch.inputs, []
         for s in range(1, steps + 1):
             carry, logits, _ = model(carry, tokens, emb(batch.puzzle_identifiers, train=False),
@@ -93,5 +114,10 @@ class DISObjective:
         top = logits.float().softmax(-1).amax(-1)
         answer = tokens != PAD
         confidence = (top * answer).sum(-1) / answer.sum(-1).clamp_min(1)
-        grad_apps, nograd_apps = core.applications_per_step
-        return Prediction(tokens, confidence, step_preds, steps * (grad_apps + nograd_apps))
+        return Prediction(tokens, confidence, step_preds, steps * self.apps_per_step)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

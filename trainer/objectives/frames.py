@@ -1,4 +1,4 @@
-"""DIS targets: a discrete path of frames from the input grid to the solution (spec §5.2).
+"""DIS targets: a discrete path of frames from the input grid to the solution (docs/reference.md §5.2).
 
 Frame 0 is the input, frame N the label. Each sample reveals its differing cells in one random
 order; a schedule says how many are revealed at step s, so frames are nested and the Hamming
