@@ -1,63 +1,80 @@
-"""The `disco` command: one entry point, subcommands contributed by each package.
-
-Each package's `cli.register` adds its subcommands; handlers import their heavy dependencies
-(torch, ray) lazily so `disco --help` and `disco data ...` stay fast.
-"""
+"""`disco submit | jobs`: disco commands as Ray jobs on a cluster."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pydantic import ValidationError as _ValidationError
 
-from arc_data import cli as data_cli
-from arc_data.errors import DiscoError
-from cluster import commands as cluster_cli
-from trainer import cli as trainer_cli
-from tuning import cli as tuning_cli
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("submit", help="submit `disco train|sweep|compare ...` to a Ray cluster as a job",
+                       description="Submit a disco command as a Ray job: disco submit [--address URL] -- train ...")
+    s.add_argument("--address", help="Jobs API, e.g. http://HEAD:8265 (default $RAY_API_SERVER_ADDRESS or "
+                                      "http://127.0.0.1:8265)")
+    s.add_argument("--env", action="append", default=[], metavar="NAME",
+                   help="forward this environment variable to the job (value never printed); repeatable")
+    s.add_argument("--id", help="submission id (default: generated)")
+    s.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    s.set_defaults(func=_submit)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="disco",
-        description="Train Tiny Recursive Models with Deep Improvement Supervision on ARC, on Ray.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    data_cli.register(sub)
-    trainer_cli.register(sub)
-    tuning_cli.register(sub)
-    cluster_cli.register(sub)
-    return parser
+    j = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")
+    j.add_argument("action", choices=("list", "status", "logs", "stop"))
+    j.add_argument("job_id", nargs="?")
+    j.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
+    j.add_argument("--address")
+    j.set_defaults(func=_jobs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _submit(args: argparse.Namespace) -> None:
+    from .jobs import submit
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    job = submit(args.address, argv, args.env, submission_id=args.id)
+    print(job)
+    print(f"follow it with: disco jobs logs {job} --follow" + (f" --address {args.address}" if args.address else ""),
+          file=sys.stderr)
+
+
+def _jobs(args: argparse.Namespace) -> None:
+    from arc_data.errors import DiscoError
+
+    from .jobs import client
+
+    c = client(args.address)
+    if args.action == "list":
+        for info in sorted(c.list_jobs(), key=lambda i: i.start_time or 0):
+            status = str(info.status).split(".")[-1]
+            print(f"{info.submission_id or info.job_id:36} {status:10} {info.entrypoint}")
+        return
+    if not args.job_id:
+        raise DiscoError(f"jobs {args.action} needs a job id (see `disco jobs list`)")
     try:
-        args.func(args)
-    except DiscoError as e:
-        for line in str(e).splitlines():
-            print(f"disco: error: {line}", file=sys.stderr)
-        return 2
-    except _ValidationError as e:
-        print(f"disco: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. `disco data show ... | head`
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print("disco: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        if args.action == "status":
+            print(_status_line(c, args.job_id))
+        elif args.action == "logs":
+            if not args.follow:
+                print(c.get_job_logs(args.job_id), end="")
+                return
+            import asyncio
+
+            async def tail():
+                async for chunk in c.tail_job_logs(args.job_id):
+                    print(chunk, end="", flush=True)
+
+            asyncio.run(tail())
+            # A script that follows a job learns how it ended from the exit status.
+            line = _status_line(c, args.job_id)
+            if not line.split(": ", 1)[1].startswith("SUCCEEDED"):
+                raise DiscoError(line)
+        else:
+            print(f"{args.job_id}: {'stop requested' if c.stop_job(args.job_id) else 'already finished'}")
+    except RuntimeError as e:
+        raise DiscoError(f"job {args.job_id}: {str(e).strip().splitlines()[-1]}") from None
 
 
-def _one_line(e) -> str:
-    parts = []
-    for err in e.errors():
-        field = ".".join(str(x) for x in err["loc"]) or "config"
-        parts.append(f"{field}: {err['msg']}")
-    return "invalid configuration: " + "; ".join(parts)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _status_line(c, job_id: str) -> str:
+    info = c.get_job_info(job_id)
+    # A failed job's message carries the tail of its logs; its first line says why (logs: `disco jobs logs`).
+    why = (info.message or "").strip().splitlines()[:1]
+    why = [w.split(", last available logs")[0] for w in why]
+    return f"{job_id}: {str(info.status).split('.')[-1]}" + (f" ({why[0]})" if why else "")

@@ -21,7 +21,9 @@ from arc_data.errors import DiscoError
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PROJECT = Path(__file__).resolve().parents[1]
 EXCLUDES = [".venv", "runs", "data", ".git", ".pytest_cache", ".ruff_cache", "wandb", "**/__pycache__"]
-COMMANDS = ("train", "sweep", "compare", "eval", "data")
+# The commands a job may run, and whether each starts Ray work (inside a job it must join the
+# cluster the job runs on, `--address auto`, instead of starting a private Ray of its own).
+COMMANDS = {"train": True, "sweep": True, "compare": True, "eval": False, "data": False}
 
 
 def _token_source() -> str | None:
@@ -69,21 +71,26 @@ def client(address: str | None):
         raise DiscoError(f"Ray Jobs API at {address}: {str(e).strip().splitlines()[-1]}") from None
 
 
-def submit(address: str | None, argv: list[str], env_names: list[str], working_dir: Path = PROJECT,
-           submission_id: str | None = None, agent_wait_s: float = 60.0) -> str:
+def entrypoint(argv: list[str]) -> str:
+    """The job's shell command for `disco ARGV` (run as a module, so no console script is needed)."""
+    import shlex
+
     if not argv or argv[0] not in COMMANDS:
         raise DiscoError(f"disco submit -- COMMAND ...: COMMAND must be one of {', '.join(COMMANDS)}")
+    entry = "python -m cluster.main " + " ".join(shlex.quote(a) for a in argv)
+    if COMMANDS[argv[0]] and "--address" not in argv:
+        entry += " --address auto"
+    return entry
+
+
+def submit(address: str | None, argv: list[str], env_names: list[str], working_dir: Path = PROJECT,
+           submission_id: str | None = None, agent_wait_s: float = 60.0) -> str:
+    entry = entrypoint(argv)
     missing = [n for n in env_names if n not in os.environ]
     if missing:
         raise DiscoError(f"--env {', '.join(missing)}: not set in this environment")
-    import shlex
-
     c = client(address)
-    env = {n: os.environ[n] for n in env_names} | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
-    entry = "python -m cluster.cli " + " ".join(shlex.quote(a) for a in argv)
-    # Inside the job, `disco train` joins the cluster the job runs on.
-    if argv[0] in ("train", "sweep") and "--address" not in argv:
-        entry += " --address auto"
+    env = {n: os.environ[n] for n in env_names}
     deadline = time.monotonic() + agent_wait_s
     while True:
         try:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 
-from cluster.cli import main
+from cluster.main import main
 
 
 def test_info_verify_and_json(small_dataset, capsys):
@@ -65,7 +65,7 @@ def test_export_parquet(small_dataset, tmp_path, capsys):
 
 
 def test_console_script_help():
-    exe = [sys.executable, "-m", "cluster.cli"]
+    exe = [sys.executable, "-m", "cluster.main"]
     for args in ([], ["data"], ["data", "build"]):
         r = subprocess.run([*exe, *args, "--help"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "usage: " in r.stdout

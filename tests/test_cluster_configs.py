@@ -4,6 +4,7 @@ space, and the worker nodes/pods can hold what the GPU presets ask for."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import tomllib
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import ray
 import yaml
 
-from cluster.cli import build_parser
+from cluster.main import build_parser
 from trainer.config import load_spec
 from tuning.space import load_space
 
@@ -50,10 +51,13 @@ def _fits(spec, cpus: float, gpus: float, nodes: int, trials: int = 1) -> None:
 
 
 def test_launcher_yaml_passes_rays_schema_and_fits_the_gpu_presets():
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    import jsonschema
 
+    # The JSON schema `ray up` validates cluster configs against, as shipped inside the ray wheel.
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     config = yaml.safe_load((CLUSTER / "aws-gpu.yaml").read_text())
-    validate_config(prepare_config(config))
+    jsonschema.validate(config, schema)
+    assert config["head_node_type"] in config["available_node_types"]
     image = config["docker"]["image"]
     assert image == f"rayproject/ray:{ray.__version__}-py311-gpu"
     assert f"FROM {image}\n" in (CLUSTER / "Dockerfile").read_text()
@@ -109,8 +113,8 @@ def test_kuberay_cluster_and_jobs_agree_with_each_other_and_the_cli():
             _fits(load_spec(run.config, run.set), cpus, gpus, group["maxReplicas"])
         else:
             space, base = load_space(run.space, run.set)
-            assert base["data"]["path"] == build.out
-            trial = load_spec(None, [f"runtime.workers={run.workers_per_trial}"], base=base)
+            assert base.data.path == build.out
+            trial = space.trial_spec(base, space.first_values() | {"runtime.workers": run.workers_per_trial})
             _fits(trial, cpus, gpus, group["maxReplicas"], trials=run.concurrency or space.concurrency)
 
 
@@ -121,3 +125,18 @@ def test_kuberay_cluster_and_jobs_agree_with_each_other_and_the_cli():
 ])
 def test_entrypoint_splitting(entrypoint, expected):
     assert _disco_commands(entrypoint) == expected
+
+
+def test_submitted_commands_that_train_join_the_jobs_cluster():
+    """Inside a job, train, sweep and compare must run on the cluster the job runs on (`--address
+    auto`), not on a private Ray they would start inside the job."""
+    from cluster.jobs import COMMANDS, entrypoint
+
+    for argv in (["train", "--config", "dis_compact"], ["sweep", "--space", "width", "--name", "w"],
+                 ["compare", "--preset", "compact", "--seeds", "1"]):
+        entry = entrypoint(argv)
+        assert entry.startswith("python -m cluster.main ") and entry.endswith(" --address auto"), entry
+        assert build_parser().parse_args(shlex.split(entry)[3:]).address == "auto"
+    assert entrypoint(["compare", "--address", "ray://h:10001"]).count("--address") == 1
+    assert "--address" not in entrypoint(["data", "build", "--source", "arc1", "--out", "d"])
+    assert set(COMMANDS) == {"train", "sweep", "compare", "eval", "data"}

@@ -12,23 +12,25 @@ from tuning.searcher import ResumableOptunaSearch
 
 
 def _finished_trial(cls, tmp_path):
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
     searcher = cls(space={"lr": tune.loguniform(1e-4, 1e-2)}, metric="val_accuracy", mode="max",
-                   study_name="s", storage=storage, seed=0)
+                   study_name="s", storage=optuna.storages.RDBStorage(url), seed=0)
     assert "lr" in searcher.suggest("t1")
-    searcher._ot_study.tell(searcher._ot_trials["t1"], 0.5)  # what the study held when the driver died
-    return searcher
+    study = optuna.load_study(study_name="s", storage=url)
+    (running,) = study.trials
+    study.tell(running.number, 0.5)  # what the study held when the driver died
+    return searcher, url
 
 
 def test_plain_optuna_search_crashes_on_a_trial_the_study_already_finished(tmp_path):
-    searcher = _finished_trial(OptunaSearch, tmp_path)
+    searcher, _ = _finished_trial(OptunaSearch, tmp_path)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         searcher.on_trial_result("t1", {"val_accuracy": 0.4, "training_iteration": 1})
 
 
 def test_resumable_search_keeps_the_recorded_result(tmp_path):
-    searcher = _finished_trial(ResumableOptunaSearch, tmp_path)
+    searcher, url = _finished_trial(ResumableOptunaSearch, tmp_path)
     searcher.on_trial_result("t1", {"val_accuracy": 0.4, "training_iteration": 1})
     searcher.on_trial_complete("t1", {"val_accuracy": 0.9, "training_iteration": 2})
-    (trial,) = searcher._ot_study.get_trials()
+    (trial,) = optuna.load_study(study_name="s", storage=url).trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.5

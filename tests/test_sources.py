@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cluster.cli import main
+from cluster.main import main
 
 OK_PAIR = {"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}
 

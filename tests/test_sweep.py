@@ -1,5 +1,9 @@
-"""Sweeps on a real embedded Ray: Tune + Optuna (sqlite study) + ASHA over real training runs,
-the leaderboard, exporting the best checkpoint, resuming a killed sweep. (~4 min; marked slow.)"""
+"""Sweeps on a real embedded Ray: Tune + Optuna (sqlite study) + ASHA over real training runs of
+both methods, the leaderboard, exporting the best checkpoint, resuming a killed sweep, and requests
+refused before Ray starts. (~2.5 min; marked slow.)
+
+    .venv/bin/python -m pytest -q tests/test_sweep.py
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ import yaml
 
 from arc_data.build import build_dataset
 from arc_data.manifest import BuildConfig
-from cluster.cli import main
-from cluster.storage import Storage
-from tuning.best import leaderboard, pull
-from tuning.sweep import run_sweep
+from cluster.main import main
+from trainer.runs import Run
+from trainer.storage import Storage
+from tuning.export import pull
+from tuning.leaderboard import leaderboard
+from tuning.sweep import RUNS, plan_sweep, read_sweep, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +40,11 @@ def space_file(tmp_path_factory, tiny_spec) -> Path:
     base["runtime"]["workers"] = 1
     base["tracking"]["wandb"] = "off"
     (root / "base.yaml").write_text(yaml.safe_dump(base))
-    space = {"base": str(root / "base.yaml"), "metric": "val_accuracy", "validation_fraction": 0.5,
+    # Seed 9: TPE's random start-up draws both methods and both learning rates in the first 4 trials.
+    space = {"base": str(root / "base.yaml"), "metric": "val_accuracy", "validation_fraction": 0.5, "seed": 9,
              "trials": 4, "concurrency": 2, "scheduler": {"grace_period": 1, "reduction_factor": 2},
-             "params": {"optim.lr": {"choice": [1.0e-6, 3.0e-3]}, "objective.schedule": {"choice": ["linear", "cosine"]}}}
+             "params": {"optim.lr": {"choice": [1.0e-6, 3.0e-3]}, "objective.schedule": {"choice": ["linear", "cosine"]},
+                        "method": {"choice": ["dis", "trm"]}}}
     (root / "space.yaml").write_text(yaml.safe_dump(space))
     return root / "space.yaml"
 
@@ -48,11 +56,18 @@ def _study_states(storage: Storage, name: str) -> list[str]:
 
 def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_local, space_file, tmp_path, capsys):
     storage = Storage.of(str(tmp_path / "runs"))
-    grid = run_sweep(str(space_file), "s", storage)
+    grid = run_sweep(plan_sweep(str(space_file), "s", storage), storage)
     assert len(grid) == 4 and all(r.error is None for r in grid)
     record, rows = leaderboard(storage, "s")
-    assert len(rows) == 4 and record["status"] == "finished" and record["selection_split"] == "validation"
+    assert len(rows) == 4 and record.status == "finished"
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    # The space chooses the method: each trial trained what it drew, with only its own objective keys.
+    assert {r["method"] for r in rows} == {"dis", "trm"}
+    for r in rows:
+        spec = Run(storage.child("s", RUNS), r["trial"]).record.spec
+        assert r["params"]["method"] == spec.method == spec.objective.method
+        assert spec.model.timestep_embedding == (spec.method == "dis")
+        assert (r["params"]["objective.schedule"] is not None) == (spec.method == "dis")
     assert rows[0]["val_accuracy"] >= rows[-1]["val_accuracy"]
     assert any(r["status"] == "stopped early" for r in rows), "ASHA stopped no trial"
     assert any(r["status"] == "complete" for r in rows)
@@ -84,7 +99,7 @@ def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_loc
 def test_killed_sweep_resumes_to_exactly_the_requested_trials(ray_local, space_file, tmp_path):
     storage = Storage.of(str(tmp_path / "runs"))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "sweep", "--space", str(space_file), "--name", "k",
+    proc = subprocess.Popen([sys.executable, "-m", "cluster.main", "sweep", "--space", str(space_file), "--name", "k",
                              "--storage", storage.uri], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     runs = Path(storage.uri, "k", "runs")
@@ -97,15 +112,15 @@ def test_killed_sweep_resumes_to_exactly_the_requested_trials(ray_local, space_f
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, at once
     proc.wait()
-    assert json.loads(Path(storage.uri, "k", "sweep.json").read_text())["status"] == "running"
+    assert read_sweep(storage, "k").status == "running"
 
-    grid = run_sweep(None, "k", storage, resume=True)
+    grid = run_sweep(read_sweep(storage, "k"), storage, resume=True)
     assert len(grid) == 4 and all(r.error is None for r in grid)
     trial_ids = [r.path for r in grid]
     assert len(set(trial_ids)) == 4
     _, rows = leaderboard(storage, "k")
     assert len(rows) == 4 and {r["trial"] for r in rows} == {f"trial-{Path(p).name.split('_')[2]}" for p in trial_ids}
-    assert _study_states(storage, "k").count("COMPLETE") >= 4 - 2  # trials running at the kill may be re-told
+    assert _study_states(storage, "k").count("COMPLETE") == 4  # re-run trials report into their own study trial
 
 
 def test_malformed_space_is_one_line_naming_the_field(tmp_path, capsys):
@@ -114,4 +129,15 @@ def test_malformed_space_is_one_line_naming_the_field(tmp_path, capsys):
     assert main(["sweep", "--space", str(bad), "--name", "x", "--storage", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "params.optim.lr" in err[0] and "low > 0" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_invalid_workers_per_trial_fails_at_the_command_line(space_file, tmp_path, capsys):
+    """--workers-per-trial is validated with the rest of the trial config, before Ray starts."""
+    argv = ["sweep", "--space", str(space_file), "--name", "x", "--storage", str(tmp_path / "runs")]
+    assert main([*argv, "--workers-per-trial", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "global_batch_size 8 must be a multiple of runtime.workers 3" in err[0]
+    assert main([*argv, "--workers-per-trial", "0"]) == 2
+    assert "workers_per_trial" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

@@ -1,9 +1,10 @@
-"""`disco sweep | best | pull`."""
+"""`disco sweep | best | pull | compare`: experiments over many runs."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 
@@ -40,48 +41,97 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", help="local path or s3://, gs://… (default ./runs or $DISCO_STORAGE)")
     p.set_defaults(func=_pull)
 
+    c = sub.add_parser("compare", help="DIS vs TRM-ACT at equal width, data, seeds and budget: report.md/.html")
+    c.add_argument("--preset", help="compact | medium | cpu_tiny (pairs configs/dis_X.yaml with configs/trm_X.yaml)")
+    c.add_argument("--from", dest="runs", nargs="+", metavar="RUN", help="assemble finished runs instead of training")
+    c.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    c.add_argument("--budget", help="samples=N (training rows per run) or minutes=M (training wall time per run)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override both configs")
+    c.add_argument("--out", help="local report directory (default: compare-<preset>-<time> in the storage)")
+    c.add_argument("--allow-mismatch", action="store_true", help="compare runs with different data or widths")
+    c.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    c.add_argument("--storage", help="storage of the runs and the report (default ./runs or $DISCO_STORAGE)")
+    c.set_defaults(func=_compare)
+
 
 def _sweep(args: argparse.Namespace) -> None:
     from arc_data.errors import DiscoError
-    from cluster.storage import Storage
+    from trainer.storage import Storage
 
-    from .best import format_table, leaderboard
-    from .sweep import run_sweep
+    from .sweep import SweepRequest, plan_sweep, read_sweep, run_sweep
 
     if args.resume and (args.space or args.name or args.set):
         raise DiscoError("--resume takes the sweep's own space, name and overrides")
-    name = args.resume or args.name
-    if not name:
-        raise DiscoError("--name is required (or --resume SWEEP)")
     storage = Storage.of(args.storage)
-    if not args.resume:
-        from .space import load_space
+    if args.resume:
+        record = read_sweep(storage, args.resume)
+    elif not args.name:
+        raise DiscoError("--name is required (or --resume SWEEP)")
+    elif not args.space:
+        raise DiscoError("--space is required (e.g. --space cpu_tiny), or --resume SWEEP")
+    else:
+        request = SweepRequest(trials=args.trials, concurrency=args.concurrency,
+                               workers_per_trial=args.workers_per_trial, objective=args.objective,
+                               study_url=args.study_url)
+        record = plan_sweep(args.space, args.name, storage, request, args.set)  # validated before Ray starts
+    run_sweep(record, storage, args.address, resume=bool(args.resume))
+    _print_leaderboard(storage, record.name)
 
-        load_space(args.space or "", args.set)  # validate before touching Ray
-    run_sweep(args.space, name, storage, args.trials, args.concurrency, args.workers_per_trial, args.address,
-              args.objective, bool(args.resume), args.study_url, args.set)
+
+def _print_leaderboard(storage, name: str) -> None:
+    from .leaderboard import format_table, leaderboard, plot_pareto
+
     record, rows = leaderboard(storage, name)
     print(format_table(record, rows))
-    if record.get("objective") == "pareto" and storage.is_local:
-        from .best import plot_pareto
-
-        print(f"Pareto front plot: {plot_pareto(record, rows, Path(storage.uri, name, 'pareto.png'))}")
+    if record.objective == "pareto":
+        with tempfile.TemporaryDirectory(prefix="disco-pareto-") as tmp:
+            storage.upload(plot_pareto(record, rows, Path(tmp, "pareto.png")), name, "pareto.png")
+        print(f"Pareto front plot: {storage.join(name, 'pareto.png')}")
 
 
 def _best(args: argparse.Namespace) -> None:
-    from cluster.storage import Storage
+    from trainer.storage import Storage
 
-    from .best import format_table, leaderboard
+    from .leaderboard import format_table, leaderboard
 
     record, rows = leaderboard(Storage.of(args.storage), args.sweep)
-    print(json.dumps({"sweep": record["name"], "metric": record["metric"], "rows": rows}, indent=2) if args.json
+    print(json.dumps({"sweep": record.name, "metric": record.metric, "rows": rows}, indent=2) if args.json
           else format_table(record, rows))
 
 
 def _pull(args: argparse.Namespace) -> None:
-    from cluster.storage import Storage
+    from trainer.storage import Storage
 
-    from .best import pull
+    from .export import pull
 
     out = pull(args.ref, Storage.of(args.storage), args.out, args.rank, args.force)
     print(f"exported {out}  (load with `disco eval --checkpoint {out}`; see {out}/MODEL_CARD.md)")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from arc_data.errors import DiscoError
+    from trainer.runs import stamp
+    from trainer.storage import Storage
+
+    from .compare import check_comparable, collect, pair_specs, run_pair
+    from .report import publish_report, write_report
+
+    storage = Storage.of(args.storage)
+    if bool(args.preset) == bool(args.runs):
+        raise DiscoError("give either --preset compact|medium|cpu_tiny or --from RUN...")
+    when = stamp()
+    if args.preset:
+        specs = pair_specs(args.preset, args.seeds, args.budget, args.set)  # every run validated before Ray starts
+        names = run_pair(specs, storage, f"cmp-{args.preset}-{when}", args.address)
+    else:
+        names = args.runs
+    runs = collect(storage, names)
+    check_comparable([(r.spec, r.run.record.dataset.fingerprint) for r in runs], allow=args.allow_mismatch)
+    title = f"DIS vs TRM-ACT: {args.preset or 'selected runs'}"
+    if args.out:
+        report = write_report(runs, args.out, title)
+        where, text = str(report.parent), report.read_text()
+    else:
+        where, text = publish_report(runs, storage, f"compare-{args.preset or 'runs'}-{when}", title)
+    print(text)
+    print(f"\nwrote report.md and report.html in {where}")

@@ -19,12 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arc_data.errors import DiscoError
-from trainer.config import SELECT_METRICS, RunSpec, load_spec, merge, read_yaml_mapping
-
-SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
+from trainer.config import SELECT_METRICS, RunSpec, derive, load_spec, merge, preset_path, read_yaml_mapping
 
 
 class Param(BaseModel):
@@ -107,19 +105,20 @@ class SweepSpace(BaseModel):
         return {k: p.choice[0] if p.choice is not None else (p.uniform or p.loguniform or p.randint)[0]
                 for k, p in self.params.items()}
 
-    def trial_spec(self, base: dict, params: dict[str, Any]) -> RunSpec:
-        """The run config of one trial: base + set + sampled params + the sweep's selection settings."""
-        from trainer.objectives import ACTConfig, DISConfig
+    def trial_spec(self, base: RunSpec, params: dict[str, Any]) -> RunSpec:
+        """The run config of one trial: base + set + sampled params (dotted keys, or `method`) + the
+        sweep's selection settings, validated like the command line."""
+        from trainer.objectives import CONFIGS
 
-        raw = merge(base, {"data": {"validation_fraction": self.validation_fraction},
-                           "train": {"select_metric": self.metric}})
+        raw = merge(base.model_dump(mode="json"), {"data": {"validation_fraction": self.validation_fraction},
+                                                   "train": {"select_metric": self.metric}})
         for key, value in {**self.set, **params}.items():
-            if key == "method":
-                raw = merge(raw, {"objective": {"method": value}, "model": {"timestep_embedding": value == "dis"}})
+            if key == "method":  # the network follows the objective (e.g. DIS's step embedding)
+                raw = merge(raw, {"objective": {"method": value}, "model": CONFIGS[value].model_settings})
             else:
                 raw = merge(raw, _nest(key, value))
         # Keys of the other method's objective (e.g. a searched DIS schedule in a TRM trial) do not apply.
-        fields = (DISConfig if raw["objective"].get("method", "dis") == "dis" else ACTConfig).model_fields
+        fields = CONFIGS[raw["objective"].get("method", base.method)].model_fields
         raw["objective"] = {k: v for k, v in raw["objective"].items() if k in fields}
         return RunSpec.model_validate(raw)
 
@@ -131,31 +130,17 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
-def load_space(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepSpace, dict]:
-    """The space and its base config (with `--set` overrides) as a plain dict, validated through one trial."""
-    path = Path(path)
-    if not path.is_file() and (SHIPPED / f"{path}.yaml").is_file():
-        path = SHIPPED / f"{path}.yaml"  # a shipped space by name, e.g. cpu_tiny
-    if not path.is_file():
-        raise DiscoError(f"search space {path} not found (shipped spaces: "
-                         f"{', '.join(sorted(p.stem for p in SHIPPED.glob('*.yaml')))} in configs/sweeps/)")
-    raw = read_yaml_mapping(path, "search space")
+def load_space(ref: str | Path, overrides: list[str] | None = None) -> tuple[SweepSpace, RunSpec]:
+    """The space (a file, or a shipped space by name) and its base config with `--set` overrides."""
+    path = preset_path(ref, "sweep")
     try:
-        space = SweepSpace.model_validate(raw)
-    except Exception as e:  # pydantic ValidationError -> one line naming the field
-        from pydantic import ValidationError
-
-        if isinstance(e, ValidationError):
-            err = e.errors()[0]
-            field = ".".join(str(x) for x in err["loc"])
-            raise DiscoError(f"search space {path}: {field}: {err['msg']}") from None
-        raise
-    # The base preset: as given (absolute or from the working directory), else beside the space
-    # file or up to two levels above it (configs/sweeps/x.yaml -> configs/... or the project root).
+        space = SweepSpace.model_validate(read_yaml_mapping(path, "search space"))
+    except ValidationError as e:  # one line naming the field
+        err = e.errors()[0]
+        raise DiscoError(f"search space {path}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    # The base preset: as given (absolute or from the working directory), beside the space file or
+    # up to two levels above it (configs/sweeps/x.yaml -> configs/...), else a shipped preset.
     candidates = [Path(space.base), *(parent / space.base for parent in list(path.resolve().parents)[:3])]
-    base_path = next((c for c in candidates if c.is_file()), candidates[0])
-    base = load_spec(base_path, overrides).model_dump(mode="json")
+    base = load_spec(next((c for c in candidates if c.is_file()), space.base), overrides)
     # Trials run in Ray's session directory: the dataset path must be absolute.
-    base["data"]["path"] = str(Path(base["data"]["path"]).expanduser().resolve())
-    space.trial_spec(base, space.first_values())  # fail now, not in trial 17
-    return space, base
+    return space, derive(base, {"data": {"path": str(Path(base.data.path).expanduser().resolve())}})

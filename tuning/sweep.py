@@ -2,45 +2,123 @@
 
 Layout of `<storage>/<sweep>/`: Tune's experiment files (trial dirs, searcher state), `study.db`
 (the Optuna study, inspectable with `optuna-dashboard sqlite:///…/study.db`), `sweep.json` (the
-space, the request and the status) and `runs/`, where every trial is a normal disco run
-(`trial-<id>`: run.json, metrics.jsonl, checkpoints) readable with `disco runs --storage …/runs`.
+typed `SweepRecord`: space, request, status) and `runs/`, where every trial is a normal disco run
+(`trial-<id>`) readable with `disco runs --storage …/runs`.
 
 Each trial is a Tune function trainable that fits a `TorchTrainer` (`workers_per_trial` DDP
 workers) with `TuneReportCallback`, so every evaluation is one Tune iteration and ASHA can stop
-a trial between evaluations. The trial itself holds no CPU; its workers do.
+a trial between evaluations. The trial itself holds no CPU; its workers do. Every trial's config
+is derived by `SweepSpace.trial_spec` and validated; `plan_sweep` validates one before Ray starts.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arc_data.errors import DiscoError
-from cluster.storage import Storage
+from trainer.config import RunSpec
+from trainer.runs import Run, now
+from trainer.storage import Storage
 
 from .space import SweepSpace, load_space
 
 SWEEP_FILE = "sweep.json"
 RUNS = "runs"
 APPS_METRIC = "train_block_apps_per_sample"
+Objective = Literal["single", "pareto"]
 
 
-def run_trial(config: dict, base: dict, space: dict, runs: str, workers: int) -> None:
+class SweepRecord(BaseModel):
+    """sweep.json: everything needed to run, resume and rank a sweep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    space: SweepSpace
+    base: RunSpec = Field(description="the base run config, with --set overrides")
+    trials: int = Field(ge=1)
+    concurrency: int = Field(ge=1)
+    workers_per_trial: int = Field(1, ge=1)
+    objective: Objective = "single"
+    study_url: str = Field(description="SQLAlchemy URL of the Optuna study")
+    status: Literal["planned", "running", "finished", "failed", "interrupted"] = "planned"
+    created: str = Field(default_factory=now)
+    updated: str = Field(default_factory=now)
+
+    @property
+    def metric(self) -> str:
+        return self.space.metric
+
+    @property
+    def validation_fraction(self) -> float:
+        return self.space.validation_fraction
+
+    def trial_spec(self, params: dict) -> RunSpec:
+        """One trial's run config (the sampled params plus this sweep's workers per trial)."""
+        return self.space.trial_spec(self.base, {**params, "runtime.workers": self.workers_per_trial})
+
+
+def read_sweep(storage: Storage, name: str, missing_ok: bool = False) -> SweepRecord | None:
+    raw = storage.read_json(name, SWEEP_FILE)
+    if raw is None:
+        if missing_ok:
+            return None
+        raise DiscoError(f"no sweep named {name!r} in {storage.uri} (see `disco runs list` for plain runs)")
+    try:
+        return SweepRecord.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DiscoError(f"{storage.join(name, SWEEP_FILE)}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+class SweepRequest(BaseModel):
+    """What the command line asks of a new sweep beyond its space (None = the space's default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(None, ge=1)
+    workers_per_trial: int = Field(1, ge=1)
+    objective: Objective = "single"
+    study_url: str | None = None
+
+
+def plan_sweep(space_ref: str, name: str, storage: Storage, request: SweepRequest | None = None,
+               overrides: list[str] | None = None) -> SweepRecord:
+    """A new sweep's record, with one trial's config validated (workers included): an invalid
+    request fails here, naming the field, before Ray starts."""
+    request = request or SweepRequest()
+    if storage.exists(name):
+        raise DiscoError(f"sweep {name!r} already exists in {storage.uri}; continue it with "
+                         f"`disco sweep --resume {name}` or pick another --name")
+    space, base = load_space(space_ref, overrides)
+    study_url = request.study_url
+    if study_url is None:
+        if not storage.is_local:
+            raise DiscoError("with remote storage, give --study-url (an SQLAlchemy URL for the Optuna study)")
+        study_url = f"sqlite:///{storage.path(name, 'study.db')}"
+    record = SweepRecord(name=name, space=space, base=base, trials=request.trials or space.trials,
+                         concurrency=request.concurrency or space.concurrency,
+                         workers_per_trial=request.workers_per_trial, objective=request.objective, study_url=study_url)
+    record.trial_spec(space.first_values())  # fail now, not in trial 17
+    return record
+
+
+def run_trial(config: dict, sweep: dict, runs: Storage) -> None:
     """One trial (runs in a Tune actor): a disco training run that reports each evaluation to Tune."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from trainer.launch import train
 
-    sweep_space = SweepSpace.model_validate(space)
-    spec = sweep_space.trial_spec(base, config)
-    spec = spec.model_copy(update={"runtime": spec.runtime.model_copy(update={"workers": workers})})
-    storage = Storage.of(runs)
+    spec = SweepRecord.model_validate(sweep).trial_spec(config)
     name = f"trial-{tune.get_context().get_trial_id()}"
     # A restored sweep re-runs unfinished trials: their run continues from its last checkpoint.
-    resumed = storage.read_text(name, "run.json") is not None
-    out = train(spec, storage, name=name, resume=resumed, progress=False, callbacks=[TuneReportCallback()])
+    resumed = Run(runs, name).read() is not None
+    out = train(spec, runs, name=name, resume=resumed, progress=False, callbacks=[TuneReportCallback()])
     if resumed and out.metrics:
         # The run may have had nothing left to train (killed after its last evaluation): report its
         # final metrics once more so Tune and the searcher see a result for this trial.
@@ -67,93 +145,65 @@ def _progress_callback(metric: str):
     return Lines()
 
 
-def _evals_per_trial(space: SweepSpace, base: dict) -> int:
-    train = space.trial_spec(base, space.first_values()).train
-    return max(1, math.ceil(train.budget / train.eval_interval))
-
-
-def run_sweep(space_path: str | None, name: str, storage: Storage, trials: int | None = None,
-              concurrency: int | None = None, workers_per_trial: int = 1, address: str | None = None,
-              objective: str = "single", resume: bool = False, study_url: str | None = None,
-              overrides: list[str] | None = None, verbose: int = 0):
+def _tuner(record: SweepRecord, storage: Storage, resume: bool, verbose: int):
     import optuna
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from trainer.launch import connect
-
     from .searcher import ResumableOptunaSearch
 
-    record = storage.read_json(name, SWEEP_FILE)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, sweep=record.model_dump(mode="json"), runs=storage.child(record.name, RUNS)),
+        {"cpu": 0, "memory": 100 * 1024**2})  # the trial holds nothing; its Train workers take the CPUs
     if resume:
-        if record is None:
-            raise DiscoError(f"no sweep named {name!r} in {storage.uri} to resume")
-        space, base = SweepSpace.model_validate(record["space"]), record["base"]
-        trials, concurrency, workers_per_trial = record["trials"], record["concurrency"], record["workers_per_trial"]
-        objective, study_url = record["objective"], record["study_url"]
-    else:
-        if storage.exists(name):
-            raise DiscoError(f"sweep {name!r} already exists in {storage.uri}; continue it with "
-                             f"`disco sweep --resume {name}` or pick another --name")
-        if space_path is None:
-            raise DiscoError("--space is required (e.g. --space sweeps/cpu_tiny.yaml), or --resume SWEEP")
-        space, base = load_space(space_path, overrides)
-        trials, concurrency = trials or space.trials, concurrency or space.concurrency
-        if study_url is None:
-            if not storage.is_local:
-                raise DiscoError("with remote storage, give --study-url (an SQLAlchemy URL for the Optuna study)")
-            study_url = f"sqlite:///{Path(storage.uri, name, 'study.db')}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return tune.Tuner.restore(storage.join(record.name), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True, restart_errored=False,
+                                  **({} if storage.is_local else {"storage_filesystem": storage.fs}))
+    space, pareto = record.space, record.objective == "pareto"
+    searcher = ResumableOptunaSearch(metric=[space.metric, APPS_METRIC] if pareto else space.metric,
+                                     mode=["max", "min"] if pareto else "max", seed=space.seed, study_name=record.name,
+                                     storage=optuna.storages.RDBStorage(record.study_url))
+    first = record.trial_spec(space.first_values()).train
+    scheduler = (ASHAScheduler(time_attr="training_iteration", metric=space.metric, mode="max",
+                               max_t=max(1, math.ceil(first.budget / first.eval_interval)),
+                               grace_period=space.scheduler.grace_period,
+                               reduction_factor=space.scheduler.reduction_factor)
+                 if space.scheduler.type == "asha" else FIFOScheduler())
+    return tune.Tuner(
+        trainable,
+        param_space={k: p.tune_domain() for k, p in space.params.items()},
+        # metric and mode live in the searcher and the scheduler (Tune refuses them twice)
+        tune_config=tune.TuneConfig(num_samples=record.trials, scheduler=scheduler,
+                                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=record.concurrency)),
+        run_config=tune.RunConfig(name=record.name, **storage.ray_run_config(), verbose=verbose,
+                                  callbacks=[_progress_callback(space.metric)] if verbose == 0 else None,
+                                  failure_config=tune.FailureConfig(max_failures=1)))
 
+
+def run_sweep(record: SweepRecord, storage: Storage, address: str | None = None, resume: bool = False,
+              verbose: int = 0):
+    """Run a planned sweep (or finish an interrupted one) to its requested number of trials."""
+    import optuna
+    import ray
+
+    from trainer.launch import connect
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Worker output stays in Ray's logs: stopped trials print actor-death noise otherwise.
     started = connect(address, worker_output=False)
-    record = {"name": name, "space": space.model_dump(mode="json"), "base": base, "trials": trials,
-              "concurrency": concurrency, "workers_per_trial": workers_per_trial, "objective": objective,
-              "study_url": study_url, "metric": space.metric, "selection_split": "validation",
-              "validation_fraction": space.validation_fraction, "status": "running",
-              "created": (record or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))}
-    storage.write_json(record, name, SWEEP_FILE)
-    if storage.is_local:
-        Path(storage.uri, name).mkdir(parents=True, exist_ok=True)
-
-    pareto = objective == "pareto"
-    metrics = [space.metric, APPS_METRIC] if pareto else space.metric
-    modes = ["max", "min"] if pareto else "max"
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base, space=space.model_dump(mode="json"),
-                             runs=Storage.of(storage.join(name, RUNS)).uri, workers=workers_per_trial),
-        {"cpu": 0, "memory": 100 * 1024**2})  # the trial holds nothing; its Train workers take the CPUs
+    record = record.model_copy(update={"status": "running", "updated": now()})
+    storage.write_json(record.model_dump(mode="json"), record.name, SWEEP_FILE)
     status = "failed"
     try:
-        if resume:
-            tuner = tune.Tuner.restore(storage.join(name), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True, restart_errored=False)
-        else:
-            searcher = ResumableOptunaSearch(metric=metrics, mode=modes, seed=space.seed, study_name=name,
-                                    storage=optuna.storages.RDBStorage(study_url))
-            scheduler = (ASHAScheduler(time_attr="training_iteration", metric=space.metric, mode="max",
-                                       max_t=_evals_per_trial(space, base), grace_period=space.scheduler.grace_period,
-                                       reduction_factor=space.scheduler.reduction_factor)
-                         if space.scheduler.type == "asha" else FIFOScheduler())
-            tuner = tune.Tuner(
-                trainable,
-                param_space={k: p.tune_domain() for k, p in space.params.items()},
-                # metric and mode live in the searcher and the scheduler (Tune refuses them twice)
-                tune_config=tune.TuneConfig(num_samples=trials, scheduler=scheduler,
-                                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency)),
-                run_config=tune.RunConfig(name=name, storage_path=storage.uri, verbose=verbose,
-                                          callbacks=[_progress_callback(space.metric)] if verbose == 0 else None,
-                                          failure_config=tune.FailureConfig(max_failures=1)))
-        grid = tuner.fit()
+        grid = _tuner(record, storage, resume, verbose).fit()
         status = "finished"
     except (KeyboardInterrupt, SystemExit):
         status = "interrupted"
         raise KeyboardInterrupt from None
     finally:
-        storage.write_json(record | {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-                           name, SWEEP_FILE)
+        storage.write_json(record.model_copy(update={"status": status, "updated": now()}).model_dump(mode="json"),
+                           record.name, SWEEP_FILE)
         if started:
             ray.shutdown()
     errors = [r.error for r in grid if r.error is not None]

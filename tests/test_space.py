@@ -1,0 +1,56 @@
+"""Search spaces and leaderboards without Ray: one trial's config is derived and validated like the
+command line (methods as an axis, workers per trial), and the Pareto front of accuracy vs compute.
+
+    .venv/bin/python -m pytest -q tests/test_space.py
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from trainer.config import load_spec
+from tuning.leaderboard import dominates, pareto_front
+from tuning.space import SweepSpace
+from tuning.sweep import APPS_METRIC, SweepRecord
+
+SPACE = SweepSpace.model_validate({
+    "base": "dis_cpu_tiny", "set": {"train.budget": 200},
+    "params": {"method": {"choice": ["dis", "trm"]}, "objective.schedule": {"choice": ["cosine"]},
+               "objective.halt_exploration_prob": {"uniform": [0.0, 0.5]}, "model.layers": {"choice": [2]}}})
+
+
+def test_a_trial_of_either_method_keeps_only_its_own_objective_keys():
+    base = load_spec("dis_cpu_tiny")
+    params = {"objective.schedule": "cosine", "objective.halt_exploration_prob": 0.3, "model.layers": 2}
+    dis = SPACE.trial_spec(base, {"method": "dis", **params})
+    trm = SPACE.trial_spec(base, {"method": "trm", **params})
+    assert (dis.method, dis.objective.schedule, dis.model.timestep_embedding) == ("dis", "cosine", True)
+    assert (trm.method, trm.objective.halt_exploration_prob, trm.model.timestep_embedding) == ("trm", 0.3, False)
+    assert not hasattr(trm.objective, "schedule") and not hasattr(dis.objective, "halt_exploration_prob")
+    for spec in (dis, trm):  # the space's fixed settings and the sweep's selection settings apply to both
+        assert spec.train.budget == 200 and spec.model.layers == 2
+        assert spec.train.select_metric == SPACE.metric and spec.data.validation_fraction == SPACE.validation_fraction
+
+
+def test_workers_per_trial_go_through_validation():
+    base = load_spec("dis_cpu_tiny")  # global batch 32
+    record = SweepRecord(name="s", space=SPACE, base=base, trials=2, concurrency=1, workers_per_trial=4,
+                         study_url="sqlite:///x.db")
+    assert record.trial_spec(SPACE.first_values()).runtime.workers == 4
+    with pytest.raises(ValidationError, match="must be a multiple of runtime.workers 3"):
+        record.model_copy(update={"workers_per_trial": 3}).trial_spec(SPACE.first_values())
+
+
+def _row(trial, metric, apps):
+    return {"trial": trial, "val_accuracy": metric, APPS_METRIC: apps}
+
+
+def test_pareto_dominance_and_front():
+    a, b, c = _row("a", 0.8, 18), _row("b", 0.8, 48), _row("c", 0.9, 48)
+    assert dominates(a, b, "val_accuracy") and not dominates(b, a, "val_accuracy")  # as good, cheaper
+    assert dominates(c, b, "val_accuracy")  # as cheap, better
+    assert not dominates(a, c, "val_accuracy") and not dominates(c, a, "val_accuracy")  # a trade-off
+    assert not dominates(a, dict(a), "val_accuracy")  # equal points do not dominate each other
+    rows = [a, b, c, _row("d", 0.5, 336), _row("e", None, 18), _row("f", 0.95, 336)]
+    assert pareto_front(rows, "val_accuracy") == {"a", "c", "f"}  # unscored trials are not on the front
