@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python bench/ray_overhead.py
 	$(BIN)/python bench/sweep_efficiency.py
 	$(BIN)/python bench/compare_time.py
+	$(BIN)/python bench/structure.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

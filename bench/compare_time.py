@@ -49,8 +49,8 @@ def main() -> None:
         sys.exit(f"disco compare failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
 
     sys.path.insert(0, str(ROOT))
-    from cluster.compare import collect, summarise
-    from cluster.storage import Storage
+    from trainer.storage import Storage
+    from tuning.compare import collect, summarise
 
     storage = Storage.of(str(root / "runs"))
     names = sorted(p.name for p in (root / "runs").iterdir() if (p / "run.json").is_file())

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ray_overhead.py [--batches 60] [--hidden 128] [--batch 16]
 
-1. plain: the worker's own model/engine/sampler code in this process, 1 torch thread;
+1. plain: the workers' own Trainer loop in this process (no Ray), 1 torch thread;
 2. Ray Train, 1 worker (1 CPU): `trainer.launch.train` on an embedded local Ray;
 3. Ray Train, 2 workers (1 CPU each, gloo DDP), same global batch;
 4. plain again (the plain figure is the mean of 1 and 4, to cancel drift on a noisy box).
@@ -25,17 +25,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-import torch  # noqa: E402
-
 from arc_data.build import build_dataset  # noqa: E402
-from arc_data.dataset import ArcDataset  # noqa: E402
 from arc_data.manifest import BuildConfig  # noqa: E402
-from cluster.storage import Storage  # noqa: E402
 from trainer.config import RunSpec  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
-from trainer.objectives import TorchBatch, build_objective  # noqa: E402
-from trainer.runs import metrics  # noqa: E402
-from trainer.worker import Averages, Plan, build  # noqa: E402
+from trainer.loop import Trainer  # noqa: E402
+from trainer.runs import Run  # noqa: E402
+from trainer.storage import Storage  # noqa: E402
 
 
 def spec_for(data: str, args, workers: int) -> RunSpec:
@@ -53,23 +48,17 @@ def spec_for(data: str, args, workers: int) -> RunSpec:
     })
 
 
-def plain(spec: RunSpec) -> float:
-    """Seconds per batch of the worker's training code without Ray (after one warm-up batch)."""
-    torch.set_num_threads(1)
-    ds = ArcDataset(spec.data.path)
-    model, emb, cfg = build(spec, ds, torch.device("cpu"), torch.float32)
-    objective = build_objective(spec.objective, cfg.supervision_steps, seed=0)
-    sampler = ds.train_sampler(spec.train.global_batch_size, seed=0)
-    plan = Plan(spec, sampler.batches_in_epoch(0))
-    engine = Engine(model, emb, objective, spec.optim, total_steps=plan.total * plan.steps_per_batch)
-    it, avg = iter(sampler), Averages()
-    avg.add(engine.train_batch(TorchBatch.from_numpy(next(it), torch.device("cpu"))))
+def plain(spec: RunSpec, storage: Storage, name: str) -> float:
+    """Seconds per batch of the workers' Trainer loop without Ray (after one warm-up batch)."""
+    trainer = Trainer(spec, Run(storage, name))
+    trainer.restore()
+    trainer.train_batch()
     t0 = time.perf_counter()
-    for i in range(plan.total - 1):
-        avg.add(engine.train_batch(TorchBatch.from_numpy(next(it), torch.device("cpu"))))
-        if (i + 2) % plan.log_every == 0:
-            avg.reduce(torch.device("cpu"), False)
-    return (time.perf_counter() - t0) / (plan.total - 1)
+    while trainer.batch < trainer.plan.total:
+        trainer.train_batch()  # includes the per-interval metric reduction and logging
+    per_batch = (time.perf_counter() - t0) / (trainer.plan.total - 1)
+    trainer.close()
+    return per_batch
 
 
 def in_ray(spec: RunSpec, storage: Storage, name: str) -> dict:
@@ -78,7 +67,7 @@ def in_ray(spec: RunSpec, storage: Storage, name: str) -> dict:
     t0 = time.perf_counter()
     train(spec, storage, name=name, progress=False)
     wall = time.perf_counter() - t0
-    records = metrics(storage, name)
+    records = Run(storage, name).metrics()
     train_recs = [r for r in records if r["kind"] == "train"]
     first, last = train_recs[0], train_recs[-1]
     # Per-batch time after the first logged interval (which holds the DDP/first-batch warm-up).
@@ -101,7 +90,7 @@ def main() -> None:
         build_dataset(BuildConfig(sources=["arc1"], canvas=10, tasks=12, augmentations=16, seed=0), data,
                       progress=False)
         storage = Storage.of(os.path.join(tmp, "runs"))
-        plain_a = plain(spec_for(data, args, 1))
+        plain_a = plain(spec_for(data, args, 1), storage, "plain-a")
         print(f"plain loop            {plain_a * 1e3:8.1f} ms/batch")
         ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False,
                  logging_config=ray.LoggingConfig(log_level="ERROR"), _temp_dir=tempfile.mkdtemp(prefix="rt", dir="/tmp"))
@@ -114,7 +103,7 @@ def main() -> None:
                   f"{two['startup_and_teardown_s']:.1f} s)")
         finally:
             ray.shutdown()
-        plain_b = plain(spec_for(data, args, 1))
+        plain_b = plain(spec_for(data, args, 1), storage, "plain-b")
         print(f"plain loop (again)    {plain_b * 1e3:8.1f} ms/batch")
     base = (plain_a + plain_b) / 2
     ratio = one["per_batch_s"] / base

@@ -72,10 +72,10 @@ def measure(method: str, ds: ArcDataset, hidden: int, batch: int, seconds: float
                       cycles=1 if dis else 3, latent_steps=2 if dis else 6, supervision_steps=6 if dis else 16)
     torch.manual_seed(0)
     model = TinyRecursiveModel(cfg).to(runtime.device)
-    model.compute_dtype = runtime.dtype
     emb = PuzzleEmbedding(ds.num_identifiers, hidden, runtime.device)
-    objective = build_objective(DISConfig() if dis else ACTConfig(halt_exploration_prob=0.0),
-                                cfg.supervision_steps, device=runtime.device)
+    objective = build_objective(DISConfig() if dis else ACTConfig(halt_exploration_prob=0.0), cfg, runtime.dtype,
+                                device=runtime.device)
+    objective.prepare(model)
     engine = Engine(torch.compile(model) if runtime.compile else model, emb, objective,
                     OptimConfig(warmup_steps=10), total_steps=10**6)
     batches = iter(ds.train_sampler(batch, seed=0))
@@ -94,7 +94,7 @@ def measure(method: str, ds: ArcDataset, hidden: int, batch: int, seconds: float
     elapsed = time.perf_counter() - t0
     # Each optimizer step advances `batch` rows by one supervision step.
     samples = steps * batch / cfg.supervision_steps
-    grad, nograd = model.applications_per_step
+    grad, nograd = cfg.applications_per_step
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "samples_per_s": samples / elapsed,

@@ -26,20 +26,16 @@ import yaml  # noqa: E402
 
 from arc_data.build import build_dataset  # noqa: E402
 from arc_data.manifest import BuildConfig  # noqa: E402
-from cluster.storage import Storage  # noqa: E402
-from trainer.runs import metrics  # noqa: E402
-from tuning.best import leaderboard  # noqa: E402
-from tuning.space import SHIPPED  # noqa: E402
-from tuning.sweep import RUNS, run_sweep  # noqa: E402
+from trainer.config import preset_path  # noqa: E402
+from trainer.runs import Run  # noqa: E402
+from trainer.storage import Storage  # noqa: E402
+from tuning.leaderboard import leaderboard  # noqa: E402
+from tuning.sweep import RUNS, plan_sweep, run_sweep  # noqa: E402
 
 
 def batches_run(storage: Storage, sweep: str) -> int:
-    runs = Storage.of(storage.join(sweep, RUNS))
-    total = 0
-    for name in runs.listdir():
-        train = [r["batch"] for r in metrics(runs, name) if r.get("kind") == "train"]
-        total += max(train, default=0)
-    return total
+    runs = storage.child(sweep, RUNS)
+    return sum(max((r["batch"] for r in Run(runs, name).metrics("train")), default=0) for name in runs.listdir())
 
 
 def main() -> None:
@@ -54,8 +50,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="disco-bench-") as tmp:
         data = Path(tmp, "data")
         build_dataset(BuildConfig(sources=["arc1"], canvas=10, tasks=8, augmentations=2), data, progress=False)
-        space = yaml.safe_load((SHIPPED / "cpu_tiny.yaml").read_text())
-        space["base"] = str(SHIPPED.parent / space["base"])
+        shipped = preset_path("cpu_tiny", "sweep")
+        space = yaml.safe_load(shipped.read_text())
+        space["base"] = str(shipped.parent.parent / space["base"])
         space["set"] |= {"data.path": str(data), "train.budget": args.budget, "train.eval_interval": args.eval_every,
                          "train.global_batch_size": args.batch, "train.log_interval": args.eval_every}
         space["trials"] = args.trials
@@ -66,14 +63,14 @@ def main() -> None:
             path = Path(tmp, f"{kind}.yaml")
             path.write_text(yaml.safe_dump(space))
             t0 = time.perf_counter()
-            run_sweep(str(path), kind, storage)
+            run_sweep(plan_sweep(str(path), kind, storage), storage)
             record, rows = leaderboard(storage, kind)
             results[kind] = {"batches": batches_run(storage, kind), "wall_s": time.perf_counter() - t0,
-                             "best": rows[0]["params"], "best_metric": rows[0][record["metric"]],
+                             "best": rows[0]["params"], "best_metric": rows[0][record.metric],
                              "stopped_early": sum(r["status"] == "stopped early" for r in rows)}
             print(f"{kind:5} {results[kind]['batches']:5d} batches  {results[kind]['wall_s']:6.1f} s  "
                   f"{results[kind]['stopped_early']} stopped early  best {rows[0]['params']} "
-                  f"({record['metric']} {rows[0][record['metric']]:.4f})")
+                  f"({record.metric} {rows[0][record.metric]:.4f})")
     fraction = results["asha"]["batches"] / results["fifo"]["batches"]
     same = results["asha"]["best"] == results["fifo"]["best"]
     print(f"budget fraction (ASHA / full): {fraction:.3f}   target <= 0.4;  same best configuration: {same}")
