@@ -100,6 +100,11 @@ class ArcDataset:
     def num_identifiers(self) -> int:
         return self.manifest.counts.num_identifiers
 
+    @property
+    def examples_per_epoch(self) -> int:
+        """Training rows of one epoch: every puzzle's training examples, one version each."""
+        return int(self.n_train.sum())
+
     def verify(self) -> None:
         """Recompute the fingerprint from the tables; raise if the data changed since the build."""
         if fingerprint(self._tables, self.canvas) != self.manifest.fingerprint:
@@ -221,74 +226,104 @@ def _local_batch(global_batch_size: int, world_size: int, rank: int) -> int:
     return global_batch_size // world_size
 
 
+@dataclass(frozen=True)
+class _EpochPlan:
+    """One epoch's order: a random version of every puzzle, in a random order, each with its
+    training examples in a random order (group g's slots are slots[start[g]:start[g+1]])."""
+
+    version: np.ndarray  # [G] version row picked for each group, in epoch order
+    task: np.ndarray  # [G] task index of each group, in epoch order
+    start: np.ndarray  # [G+1]
+    slots: np.ndarray  # positions within each task's training split
+
+
 class TrainSampler:
     """The reference's training order (docs/reference.md §2), fully seeded.
 
-    Per epoch: permute the puzzles, pick one random version of each, append all of its training
-    examples in random order, cut into global batches (a puzzle that overflows a batch is
-    truncated, not carried over), drop the last partial batch. The plan depends only on
-    (seed, epoch), so every rank computes the same global batches and takes rows
-    [rank*B, (rank+1)*B) of each; the position (epoch, batch) is enough to resume exactly.
+    Per epoch: permute the puzzles, pick one random version of each, and append all of its
+    training examples in random order to one stream that runs on through the epochs. Global batches
+    are cut from the stream: a puzzle that overflows a batch is truncated (the rest of it is not
+    carried over) and the next batch starts with the next puzzle, also across an epoch boundary,
+    so no partial batch is dropped and a set smaller than one batch still trains (its batches hold
+    several epochs). Every rank computes the same stream and takes rows [rank*B, (rank+1)*B) of
+    each global batch; every batch starts at a puzzle, so (epoch, cursor) resumes exactly.
     """
 
     def __init__(self, ds: ArcDataset, global_batch_size: int, rank: int, world_size: int, seed: int):
         self.ds, self.global_batch_size, self.rank, self.seed = ds, global_batch_size, rank, seed
         self.local_batch_size = _local_batch(global_batch_size, world_size, rank)
         self.groups = np.flatnonzero(ds.n_train)
-        per_epoch = int(ds.n_train[self.groups].sum())
-        if per_epoch < global_batch_size:
-            raise DataError(f"global batch size {global_batch_size} exceeds the {per_epoch} training examples of one "
-                            "epoch; lower the batch size or build more tasks")
-        self.epoch, self.batch = 0, 0  # position of the next batch
-        self._epoch_batches: int | None = None  # batches in self.epoch, once planned
+        if self.groups.size == 0:
+            raise DataError(f"{ds.root}: no training examples")
+        self.examples_per_epoch = ds.examples_per_epoch
+        self.epoch, self.cursor = 0, 0  # the puzzle the next batch starts with
+        self._plans: dict[int, _EpochPlan] = {}
 
-    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-        """Global rows of one epoch: (versions, base examples, training slots, batch start offsets)."""
-        ds = self.ds
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(self.groups)
-        picks = ds.version_start[order] + rng.integers(0, ds.n_versions[order])
-        sizes = ds.n_train[order]
-        owner = np.repeat(np.arange(order.size), sizes)
-        # A random permutation of each puzzle's examples, vectorised: sort by (puzzle, random key).
-        perm = np.lexsort((rng.random(owner.size), owner))
-        slots = perm - _csr(sizes)[owner]
-        # Pack: whole puzzles until the batch is full; the overflowing puzzle is truncated.
-        keep = np.zeros(owner.size, dtype=bool)
-        starts, filled, pos = [0], 0, 0
-        for size in sizes:
-            take = min(int(size), self.global_batch_size - filled)
-            keep[pos : pos + take] = True
-            filled, pos = filled + take, pos + int(size)
-            if filled == self.global_batch_size:
-                starts.append(starts[-1] + filled)
-                filled = 0
-        versions, slots, puzzle = picks[owner][keep], slots[keep], order[owner][keep]
-        examples = ds.train_ex_first[puzzle] + slots
-        return versions, examples, slots, starts[:-1]  # the last start opens the dropped partial batch
+    @property
+    def batches_per_epoch(self) -> float:
+        """Training examples of one epoch over the global batch, as the reference counts its steps."""
+        return self.examples_per_epoch / self.global_batch_size
 
-    def batches_in_epoch(self, epoch: int) -> int:
-        return len(self.plan(epoch)[3])
+    @property
+    def repeats_within_batch(self) -> bool:
+        """The set is smaller than one global batch: a batch holds examples of several epochs."""
+        return self.examples_per_epoch < self.global_batch_size
+
+    def plan(self, epoch: int) -> _EpochPlan:
+        if epoch not in self._plans:
+            ds = self.ds
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(self.groups)
+            picks = ds.version_start[order] + rng.integers(0, ds.n_versions[order])
+            sizes = ds.n_train[order]
+            owner = np.repeat(np.arange(order.size), sizes)
+            # A random permutation of each puzzle's examples, vectorised: sort by (puzzle, random key).
+            perm = np.lexsort((rng.random(owner.size), owner))
+            start = _csr(sizes)
+            self._plans = {e: p for e, p in self._plans.items() if e >= epoch - 1}  # keep the previous one
+            self._plans[epoch] = _EpochPlan(picks, order, start, perm - start[owner])
+        return self._plans[epoch]
+
+    def _next_global_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(versions, examples, slots) of the next global batch; advances the position."""
+        parts, filled = [], 0
+        while filled < self.global_batch_size:
+            plan = self.plan(self.epoch)
+            lo, hi = plan.start[self.cursor], plan.start[self.cursor + 1]
+            take = min(int(hi - lo), self.global_batch_size - filled)
+            slots = plan.slots[lo : lo + take]
+            parts.append((np.full(take, plan.version[self.cursor]), self.ds.train_ex_first[plan.task[self.cursor]] + slots,
+                          slots))
+            filled += take
+            self.cursor += 1
+            if self.cursor == plan.version.size:
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return tuple(np.concatenate(x) for x in zip(*parts, strict=True))
 
     def __iter__(self) -> Iterator[Batch]:
         """Endless stream from the current position; `state_dict()` after a batch resumes after it."""
         while True:
-            versions, examples, slots, starts = self.plan(self.epoch)
-            self._epoch_batches = len(starts)
-            while self.batch < len(starts):
-                lo = starts[self.batch] + self.rank * self.local_batch_size
-                hi = lo + self.local_batch_size
-                self.batch += 1
-                yield self.ds.render_batch(versions[lo:hi], examples[lo:hi], slots[lo:hi], pad_to=self.local_batch_size)
-            self.epoch, self.batch = self.epoch + 1, 0
+            versions, examples, slots = self._next_global_batch()
+            lo = self.rank * self.local_batch_size
+            hi = lo + self.local_batch_size
+            yield self.ds.render_batch(versions[lo:hi], examples[lo:hi], slots[lo:hi], pad_to=self.local_batch_size)
 
     def state_dict(self) -> dict[str, int]:
-        if self._epoch_batches is not None and self.batch >= self._epoch_batches:
-            return {"seed": self.seed, "epoch": self.epoch + 1, "batch": 0}  # the epoch is used up
-        return {"seed": self.seed, "epoch": self.epoch, "batch": self.batch}
+        return {"seed": self.seed, "epoch": self.epoch, "cursor": self.cursor}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["seed"] != self.seed:
             raise DataError(f"sampler state was saved with seed {state['seed']}, not {self.seed}")
-        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
-        self._epoch_batches = None
+        self.epoch = int(state["epoch"])
+        # Before 2026-12 a position was (epoch, batch) in epochs packed on their own: the same
+        # batches up to the epoch's end, so batch b starts where b batches of a fresh epoch end.
+        self.cursor = int(state["cursor"]) if "cursor" in state else self._cursor_after(int(state["batch"]))
+
+    def _cursor_after(self, batches: int) -> int:
+        plan, cursor, filled = self.plan(self.epoch), 0, 0
+        while batches:
+            filled += min(int(plan.start[cursor + 1] - plan.start[cursor]), self.global_batch_size - filled)
+            cursor += 1
+            if filled == self.global_batch_size:
+                batches, filled = batches - 1, 0
+        return cursor

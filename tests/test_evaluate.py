@@ -137,3 +137,86 @@ def test_evaluate_runs_the_test_split_through_a_model(tmp_path, method):
     assert set(held.submission) == {ds.task_ids[t] for t in np.setdiff1d(np.flatnonzero(ds.n_test), val)}
     pooled = (m["test_accuracy"] * m["test_rows"] + m["val_accuracy"] * m["val_rows"]) / res.metrics["test_rows"]
     assert abs(pooled - res.metrics["test_accuracy"]) < 1e-6  # float32 per-batch means
+
+
+def _grid(*rows):
+    return [list(r) for r in rows]
+
+
+# Six hand-made puzzles (a flat folder of task files: every one is scored on its test pairs).
+I1, T1, W = _grid((1, 2), (3, 4)), _grid((4, 3), (2, 1)), _grid((5, 5), (5, 5))
+SAME_IN, OUT_A, OUT_B = _grid((6, 0), (0, 6)), _grid((6, 6), (0, 0)), _grid((0, 0), (6, 6))
+PUZZLES = {
+    "a1": {"test": [(I1, T1)]},
+    "a2": {"test": [(_grid((1, 1), (2, 2)), T1), (_grid((2, 2), (1, 1)), T1)]},
+    "a3": {"test": [(_grid((3, 1), (1, 3)), T1)]},
+    "a4": {"test": [(_grid((4, 1), (1, 4)), T1)]},
+    "a5": {"test": [(SAME_IN, OUT_A), (SAME_IN, OUT_B)]},  # one input, two answers
+    "a6": {"test": [(_grid((7, 1), (1, 7)), T1)]},
+}
+
+
+@pytest.fixture(scope="module")
+def hand_made(tmp_path_factory):
+    from arc_data.build import build_dataset
+    from arc_data.dataset import ArcDataset
+    from arc_data.manifest import BuildConfig
+
+    root = tmp_path_factory.mktemp("hand")
+    for i, (name, p) in enumerate(PUZZLES.items()):
+        task = {"train": [{"input": _grid((i, 9)), "output": _grid((9, i))}],
+                "test": [{"input": x, "output": y} for x, y in p["test"]]}
+        (root / "tasks").mkdir(exist_ok=True)
+        (root / "tasks" / f"{name}.json").write_text(json.dumps(task))
+    build_dataset(BuildConfig(sources=[str(root / "tasks")], augmentations=0, canvas=10), root / "d", progress=False)
+    return ArcDataset(root / "d")
+
+
+def _feed(ds, evaluator, rows):
+    """rows: (puzzle, test pair, predicted grid or None for a canvas with no grid, confidence)."""
+    examples, ids, canvases, conf = [], [], [], []
+    for name, pair, grid, q in rows:
+        t = ds.task_index(name)
+        examples.append(int(sorted(ds.examples_of(t, 1), key=lambda e: ds.ex_pair[e])[pair]))
+        ids.append(ds.original_identifier(t))
+        canvases.append(np.zeros(ds.seq_len, np.uint8) if grid is None else encode(np.array(grid), canvas_side=ds.canvas))
+        conf.append(q)
+    evaluator.update(np.array(examples), np.array(ids), np.stack(canvases), np.array(conf, dtype=np.float64))
+
+
+PREDICTIONS = [
+    # a1: three candidates with one vote each, ranked by confidence: W, the empty crop, the truth.
+    ("a1", 0, W, 0.9), ("a1", 0, None, 0.8), ("a1", 0, T1, 0.7),
+    # a2: pair 0 has the truth twice against one confident wrong vote; pair 1 gets no prediction.
+    ("a2", 0, T1, 0.5), ("a2", 0, W, 0.99), ("a2", 0, T1, 0.5),
+    # a3: equal votes, confidences equal in float32 but not in float64: the truth ranks first.
+    ("a3", 0, W, 0.5), ("a3", 0, T1, 0.5 + 1e-12),
+    # a4: equal votes and confidences: the first prediction seen ranks first.
+    ("a4", 0, W, 0.6), ("a4", 0, T1, 0.6),
+    # a5: both test pairs share an input, so they share the votes: [OUT_A, OUT_B] for both.
+    ("a5", 0, OUT_A, 0.7), ("a5", 1, OUT_B, 0.3),
+    # a6: nothing.
+]
+
+
+def test_scoring_matches_the_reference_rules_derived_by_hand(hand_made):
+    """Per puzzle (pass@1, pass@2) by the reference's rules: a1 (0, 0) — the empty crop takes the
+    second attempt; a2 (1/2, 1/2); a3 (1, 1); a4 (0, 1); a5 (1/2, 1); a6 (0, 0). pass@k is the mean
+    over the six puzzles: 2/6 and 3.5/6."""
+    from trainer.evaluate import ScoringConfig
+
+    ev = ArcEvaluator(hand_made)
+    _feed(hand_made, ev, PREDICTIONS)
+    m = ev.result().metrics
+    assert m["scoring"] == "reference" and m["puzzles"] == 6 and m["test_pairs"] == 8
+    assert m["pass@1"] == pytest.approx(2 / 6) and m["pass@2"] == pytest.approx(3.5 / 6)
+    res = ev.result()
+    assert res.submission["a1"] == [{"attempt_1": W, "attempt_2": []}]  # the empty crop's grid is empty
+    assert res.submission["a2"][1] == {"attempt_1": [[0]], "attempt_2": [[0]]}  # keeps its slot (see evaluate.py)
+
+    # The one named deviation: empty crops are not candidates, so a1's truth moves to the second attempt.
+    skip = ArcEvaluator(hand_made, ScoringConfig(empty_crops="skip"))
+    _feed(hand_made, skip, PREDICTIONS)
+    m = skip.result().metrics
+    assert m["scoring"] == "disco(empty_crops=skip)"
+    assert m["pass@1"] == pytest.approx(2 / 6) and m["pass@2"] == pytest.approx(4.5 / 6)

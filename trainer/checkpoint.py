@@ -2,7 +2,9 @@
 
 A checkpoint directory holds
   model.safetensors  the network's weights and persistent buffers plus the puzzle table
-                     (`puzzle_emb.weight`): everything evaluation and export need
+                     (`puzzle_emb.weight`), as trained
+  ema.safetensors    the exponential average of the trained parameters, when the run keeps one
+                     (`optim.ema_rate`); evaluation and export then use it in their place
   trainer.pt         the state every rank shares: optimizer moments and step (`engine`), sampler
                      position (`sampler`), loop clock (`progress`), whole-run averages (`averages`)
   rank<R>.pt         the state of rank R alone: its objective's RNG and, for TRM-ACT, the rows in
@@ -41,7 +43,7 @@ from .objectives import unwrap
 from .puzzle_emb import PuzzleEmbedding
 
 FORMAT = 2  # 1: trainer.pt held the ranks' RNG states in a list (upgraded on load)
-MODEL, TRAINER, META, COMMIT = "model.safetensors", "trainer.pt", "meta.json", "COMMIT"
+MODEL, EMA, TRAINER, META, COMMIT = "model.safetensors", "ema.safetensors", "trainer.pt", "meta.json", "COMMIT"
 REQUIRED = (MODEL, META)  # enough to evaluate; the rest is needed to resume
 NAME = re.compile(r"^checkpoint_(\d+)$")
 
@@ -155,11 +157,17 @@ def read_meta(text: str, where: str) -> CheckpointMeta:
 
 @dataclass
 class Contents:
-    """A verified checkpoint's metadata and exported weights (what evaluation needs)."""
+    """A verified checkpoint's metadata and weights."""
 
     path: Path
     meta: CheckpointMeta
-    model_state: dict[str, torch.Tensor]
+    model_state: dict[str, torch.Tensor]  # as trained
+    ema_state: dict[str, torch.Tensor] | None  # the averaged parameters, when the run keeps an average
+
+    @property
+    def evaluated_state(self) -> dict[str, torch.Tensor]:
+        """The weights this checkpoint was evaluated (and is exported) with: the average when there is one."""
+        return self.model_state | (self.ema_state or {})
 
 
 def read(directory: str | Path) -> Contents:
@@ -169,7 +177,8 @@ def read(directory: str | Path) -> Contents:
     raw = json.loads((d / META).read_text())
     if raw.get("format") not in (1, FORMAT):
         raise CheckpointError(f"checkpoint {d}: format {raw.get('format')} is not supported (expected {FORMAT})")
-    return Contents(d, read_meta(json.dumps(raw | {"format": FORMAT}), str(d)), load_file(str(d / MODEL)))
+    ema = load_file(str(d / EMA)) if (d / EMA).is_file() else None
+    return Contents(d, read_meta(json.dumps(raw | {"format": FORMAT}), str(d)), load_file(str(d / MODEL)), ema)
 
 
 def _load_pt(path: Path) -> dict:
@@ -185,13 +194,18 @@ def _upgrade_v1(trainer: dict, rank: int, world: int) -> tuple[dict, dict | None
     return {"engine": engine, "sampler": trainer["sampler"]}, mine
 
 
+def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp))
+
+
 class Checkpointer:
-    """Saves and restores a rank's stateful parts: the model (exported as safetensors), the state
-    all ranks share (written once, by rank 0) and the state of each rank alone (one file each)."""
+    """Saves and restores a rank's stateful parts: the model and its average (safetensors), the
+    state all ranks share (written once, by rank 0) and the state of each rank alone (one file each)."""
 
     def __init__(self, model: ModelState, shared: dict[str, Stateful], per_rank: dict[str, Stateful],
-                 rank: int = 0, world: int = 1, warn=print):
-        self.model, self.shared, self.per_rank = model, shared, per_rank
+                 rank: int = 0, world: int = 1, warn=print, ema: Stateful | None = None):
+        self.model, self.ema, self.shared, self.per_rank = model, ema, shared, per_rank
         self.rank, self.world, self.warn = rank, world, warn
 
     def save(self, directory: str | Path, meta: CheckpointMeta) -> Path:
@@ -208,20 +222,25 @@ class Checkpointer:
             digests = gathered
         if self.rank != 0:
             return d
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
-        with atomic_output(d / MODEL) as tmp:
-            save_file(tensors, str(tmp))
+        files = [MODEL, TRAINER, META] + ([EMA] if self.ema is not None else [])
+        _save_tensors(self.model.state_dict(), d / MODEL)
+        if self.ema is not None:
+            _save_tensors(self.ema.state_dict(), d / EMA)
         with atomic_output(d / TRAINER) as tmp:
             torch.save({k: s.state_dict() for k, s in self.shared.items()}, tmp)
         with atomic_output(d / META) as tmp:
             tmp.write_text(meta.model_copy(update={"world_size": self.world}).model_dump_json(indent=2) + "\n")
-        commit(d, {f: digest(d / f) for f in (MODEL, TRAINER, META)} | dict(digests))
+        commit(d, {f: digest(d / f) for f in files} | dict(digests))
         return d
 
     def restore(self, directory: str | Path) -> CheckpointMeta:
         """Load every part from a verified checkpoint; returns its metadata."""
         c = read(directory)
         self.model.load_state_dict(c.model_state)
+        if self.ema is not None and c.ema_state is not None:
+            self.ema.load_state_dict(c.ema_state)
+        elif self.ema is not None:
+            self.warn(f"warning: {c.path.name} has no weight average: it starts from the restored weights")
         trainer = _load_pt(c.path / TRAINER)
         if "rng" in trainer:
             trainer, mine = _upgrade_v1(trainer, self.rank, self.world)

@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     e.add_argument("--allow-fingerprint-mismatch", action="store_true",
                    help="evaluate on data other than the checkpoint's own")
+    e.add_argument("--empty-crops", choices=("vote", "skip"),
+                   help="vote: an empty crop is a candidate (reference, default); skip: it is not")
+    e.add_argument("--confidence", choices=("q_halt", "answer_probability"),
+                   help="tie-break between equal votes (default q_halt, the reference's)")
     _storage_arg(e)
     e.set_defaults(func=_eval)
 
@@ -118,9 +122,11 @@ def _eval(args: argparse.Namespace) -> None:
 
     loaded = _load(args)
     ds = open_dataset(loaded, args.data, args.allow_fingerprint_mismatch)
-    result = evaluate_checkpoint(loaded, ds, args.eval_steps, args.votes, args.batch_size)
+    changes = {k: getattr(args, k) for k in ("empty_crops", "confidence") if getattr(args, k)}
+    scoring = type(loaded.spec.scoring).model_validate(loaded.spec.scoring.model_dump() | changes)
+    result = evaluate_checkpoint(loaded, ds, args.eval_steps, args.votes, args.batch_size, scoring)
     m = result.metrics
-    print(f"checkpoint {loaded.path}")
+    print(f"checkpoint {loaded.path} (scoring: {m['scoring']})")
     print("  " + "  ".join(f"{k} {m[k]:.3f}" for k in m if k.startswith("pass@")))
     print(f"  {m['puzzles']} puzzles, {m['test_pairs']} test pairs, {m['predictions']} predictions; test token "
           f"accuracy {m.get('test_accuracy', 0):.3f}, exact {m.get('test_exact_accuracy', 0):.3f}")

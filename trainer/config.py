@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from arc_data.errors import DiscoError
 
 from .device import DevicePreference
+from .evaluate import PASS_KS, ScoringConfig
 from .model import ModelConfig
 from .objectives import ACTConfig, DISConfig
 from .optim import OptimConfig
@@ -101,7 +102,6 @@ class TrackingConfig(BaseModel):
 
 
 # Evaluation metrics a checkpoint can be ranked by (all "higher is better").
-PASS_KS = (1, 2, 5, 10, 100, 1000)
 SELECT_METRICS = ({f"{split}pass@{k}" for split in ("", "val_") for k in PASS_KS}
                   | {f"{split}_{m}" for split in ("test", "val", "train") for m in ("accuracy", "exact_accuracy")})
 
@@ -118,6 +118,7 @@ class RunSpec(BaseModel):
     train: LoopConfig
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:

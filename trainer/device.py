@@ -91,6 +91,15 @@ def pick_runtime(prefer: str = "auto", precision: Precision = "auto", compile: b
     return Runtime(device=device, dtype=dtype, compile=use_cuda if compile is None else compile)
 
 
+def to_device(array, device: torch.device) -> torch.Tensor:
+    """A host (numpy) array on `device`; on CUDA through pinned memory with a non-blocking copy, so
+    the copy overlaps the compute already queued."""
+    import torch
+
+    t = torch.from_numpy(array)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
 def worker_runtime(runtime: WorkerResources, local_rank: int = 0) -> Runtime:
     """The runtime of a training worker, decided by the same fact as its backend."""
     return pick_runtime("cuda" if uses_accelerator(runtime) else "cpu", runtime.precision, runtime.compile,

@@ -1,13 +1,17 @@
-"""Training steps in one process: objective -> loss -> guard -> backward -> optimizer steps.
+"""Training steps in one process: objective -> loss -> backward -> optimizer steps -> weight average.
 
 The Trainer runs one Engine per rank (DDP-wrapped model, sharded batches); tests and benchmarks
 use it directly. Its state (optimizer moments and step count) is one entry of a checkpoint.
+Nothing in a step waits for the device: a non-finite loss is recorded on the device and reported
+by `check_finite`, which the Trainer calls where it synchronises anyway (every log interval, so
+always before a checkpoint is written).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .ema import EMA
 from .objectives import Objective, StepOutput, TorchBatch
 from .optim import NonFiniteLoss, OptimConfig, build_optimizer, lr_factor
 from .puzzle_emb import PuzzleEmbedding
@@ -19,14 +23,21 @@ class Engine:
         self.model, self.emb, self.objective, self.cfg = model, emb, objective, optim
         self.total_steps = total_steps
         self.optimizer = build_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
+        self.ema = EMA(model, optim.ema_rate) if optim.ema_rate else None
         self.step = 0  # optimizer steps taken (= supervision steps trained)
+        # First optimizer step with a non-finite loss since the last check (0 = none), on the device.
+        self._nonfinite = torch.zeros((), dtype=torch.long, device=next(model.parameters()).device)
+
+    def check_finite(self) -> None:
+        """Raise if a loss since the last check was not finite (this waits for the device)."""
+        if (step := int(self._nonfinite)) > 0:
+            raise NonFiniteLoss(f"non-finite loss at optimizer step {step}: the weights are no longer finite and "
+                                "nothing after the last checkpoint was saved; resume from it with a lower learning "
+                                "rate, or check the data")
 
     def _apply(self, out: StepOutput) -> dict:
-        if not torch.isfinite(out.loss):
-            self.emb.discard_pending()
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLoss(f"non-finite loss {out.loss.item()} at optimizer step {self.step + 1}; "
-                                "nothing was applied (lower the learning rate or check the data)")
+        bad = ~torch.isfinite(out.loss.detach())
+        self._nonfinite = torch.where(bad & (self._nonfinite == 0), self.step + 1, self._nonfinite)
         out.loss.backward()
         metrics = dict(out.metrics)
         if self.cfg.grad_clip:
@@ -37,6 +48,8 @@ class Engine:
             group["lr"] = self.cfg.lr * factor
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         self.emb.step(self.cfg.puzzle_emb_lr * factor, self.cfg.puzzle_emb_weight_decay)
         metrics["lr"] = self.cfg.lr * factor
         return metrics

@@ -1,12 +1,20 @@
 """ARC evaluation (docs/reference.md §7): crop, invert each version's augmentation, vote, pass@k, submission.
 
-Each test row's prediction is cropped by its EOS frame, mapped back through its version's inverse
-transform and pooled with the other versions' predictions of the same test pair. Candidates rank
-by votes, then by mean confidence (sigmoid(q_halt) for TRM; mean top probability for DIS, whose
-Q head is never trained), then by first appearance. A pair counts as solved at k if the true output
-is among the top k; a puzzle's score is the fraction of its test pairs solved, and pass@k is the
-mean over all scored puzzles (pairs without predictions count as wrong). Unlike the reference,
-votes are reset for every evaluation, so a score belongs to one checkpoint.
+By default a prediction set is scored exactly as the reference evaluator scores it: each test row's
+prediction is cropped by its EOS frame (an empty crop is a candidate like any other), mapped back
+through its version's inverse transform and pooled with every prediction of the same puzzle for the
+same test input. Candidates rank by votes, then by mean confidence (sigmoid(q_halt) in float64;
+DIS never trains its Q head, so its confidence is constant and ties go to the first prediction
+seen). A pair counts as solved at k if the true output is among the top k; a puzzle's score is the
+fraction of its test pairs solved, and pass@k is the mean over all scored puzzles (pairs without
+predictions count as wrong). Every deviation that can change a score is a named `ScoringConfig`
+option, off by default, and every result names the scoring that produced it (`scoring`).
+
+Two differences from the reference code stay, because they are fixes, not scores: votes are reset
+for every evaluation (the reference keeps pooling them across checkpoints, so its later scores mix
+earlier checkpoints' votes), and a test pair with no candidate keeps its slot in submission.json
+with `[[0]]` attempts (the reference leaves it out, which shifts the attempts of later test inputs
+of that puzzle in a Kaggle submission). Neither changes a pass@k of one evaluation.
 """
 
 from __future__ import annotations
@@ -14,23 +22,46 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, Field
 
 from arc_data.dataset import TEST, ArcDataset
 from arc_data.fsio import atomic_write_json
 from arc_data.grids import crop
 
-from .config import PASS_KS
 from .device import is_distributed, rank_and_world
 from .objectives import Objective, TorchBatch, token_metrics
+
+PASS_KS = (1, 2, 5, 10, 100, 1000)
+
+
+class ScoringConfig(BaseModel):
+    """How predictions become pass@k. The defaults are the reference evaluator's rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    empty_crops: Literal["vote", "skip"] = Field(
+        "vote", description="vote: a prediction with no grid at the top-left is a candidate that takes a vote and "
+                            "an attempt slot (reference); skip: it is not a candidate")
+    confidence: Literal["q_halt", "answer_probability"] = Field(
+        "q_halt", description="tie-break between equal votes: sigmoid(q_halt) in float64 (reference) or the mean "
+                              "top probability over the predicted answer cells (gives DIS, whose Q head is never "
+                              "trained, a real tie-break)")
+
+    @property
+    def label(self) -> str:
+        """`reference`, or the deviations from it."""
+        changed = {k: v for k, v in self.model_dump().items() if v != type(self).model_fields[k].default}
+        return "reference" if not changed else "disco(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")"
 
 
 @dataclass
 class EvalResult:
-    metrics: dict[str, float]
+    metrics: dict[str, float | int | str]
     submission: dict[str, list[dict[str, list[list[int]]]]]
     puzzles: list[dict] = field(default_factory=list)
 
@@ -41,22 +72,25 @@ class EvalResult:
         atomic_write_json(out / "puzzles.json", self.puzzles)
 
 
+Record = tuple[int, tuple[int, int], bytes, float]  # (test example, grid shape, grid bytes, confidence)
+
+
 class ArcEvaluator:
-    def __init__(self, ds: ArcDataset):
-        self.ds = ds
-        self.records: list[tuple[int, tuple[int, int], bytes, float]] = []
+    def __init__(self, ds: ArcDataset, scoring: ScoringConfig | None = None):
+        self.ds, self.scoring = ds, scoring or ScoringConfig()
+        self.records: list[Record] = []
 
     def update(self, example_index: np.ndarray, identifiers: np.ndarray, preds: np.ndarray,
                confidence: np.ndarray) -> None:
         """Add one batch of predictions (token canvases [B, L]); padding rows (id 0) are skipped."""
         for row in np.flatnonzero(identifiers > 0):
             grid = crop(preds[row])
-            if grid.size == 0:  # no grid at the top-left: not a candidate
+            if grid.size == 0 and self.scoring.empty_crops == "skip":
                 continue
             original = self.ds.unaugment(int(identifiers[row]), grid)
             self.records.append((int(example_index[row]), original.shape, original.tobytes(), float(confidence[row])))
 
-    def gather(self) -> list | None:
+    def gather(self) -> list[Record] | None:
         """Every rank's records on rank 0 (a collective); None on the other ranks."""
         if not is_distributed():
             return self.records
@@ -70,26 +104,34 @@ class ArcEvaluator:
         records = self.gather()
         return None if records is None else self.score(records, ks, extra, tasks)
 
-    def score(self, records: list, ks: tuple[int, ...] = PASS_KS, extra: dict | None = None,
-              tasks: np.ndarray | None = None) -> EvalResult:
-        """Score gathered records on the scored puzzles in `tasks` (task indices; None = all)."""
-        ds = self.ds
-        votes: dict[int, dict[tuple, list]] = {}
+    def _input_key(self, example: int) -> tuple:
+        """Predictions pool by puzzle and test input (two test pairs with the same input share votes)."""
+        grid = self.ds.grid(example, "input")
+        return int(self.ds.ex_task[example]), grid.shape, grid.tobytes()
+
+    def _ranked(self, records: list[Record]) -> dict[tuple, list]:
+        """Per (puzzle, test input): candidates by votes, then mean confidence, then first appearance."""
+        votes: dict[tuple, dict[tuple, list]] = {}
         for order, (ex, shape, data, conf) in enumerate(records):
-            entry = votes.setdefault(ex, {}).setdefault((shape, data), [0, 0.0, order])
+            entry = votes.setdefault(self._input_key(ex), {}).setdefault((shape, data), [0, 0.0, order])
             entry[0] += 1
             entry[1] += conf
-        solved = {k: [] for k in ks}
+        return {key: sorted(c.items(), key=lambda kv: (-kv[1][0], -kv[1][1] / kv[1][0], kv[1][2]))
+                for key, c in votes.items()}
+
+    def score(self, records: list[Record], ks: tuple[int, ...] = PASS_KS, extra: dict | None = None,
+              tasks: np.ndarray | None = None) -> EvalResult:
+        """Score gathered records on the scored puzzles in `tasks` (task indices; None = all)."""
+        ds, ranked = self.ds, self._ranked(records)
+        solved: dict[int, list[float]] = {k: [] for k in ks}
         submission, puzzles = {}, []
         scored = np.flatnonzero(ds.n_test)
         for t in scored if tasks is None else np.intersect1d(scored, tasks):
-            pairs = sorted(ds.examples_of(t, TEST), key=lambda e: ds.ex_pair[e])
             attempts, per_pair = [], {k: [] for k in ks}
-            for ex in pairs:
-                cands = sorted(votes.get(int(ex), {}).items(), key=lambda kv: (-kv[1][0], -kv[1][1] / kv[1][0], kv[1][2]))
+            for ex in sorted(ds.examples_of(t, TEST), key=lambda e: ds.ex_pair[e]):
+                cands = ranked.get(self._input_key(int(ex)), [])
                 truth = ds.grid(int(ex), "output")
-                key = (truth.shape, truth.tobytes())
-                rank = next((i for i, (c, _) in enumerate(cands) if c == key), None)
+                rank = next((i for i, (c, _) in enumerate(cands) if c == (truth.shape, truth.tobytes())), None)
                 for k in ks:
                     per_pair[k].append(rank is not None and rank < k)
                 grids = [np.frombuffer(data, np.uint8).reshape(shape).tolist() for (shape, data), _ in cands[:2]]
@@ -101,9 +143,9 @@ class ArcEvaluator:
             submission[ds.task_ids[t]] = attempts
             for k in ks:
                 solved[k].append(float(np.mean(per_pair[k])))
-        n = len(solved[ks[0]])
-        metrics = {f"pass@{k}": (float(np.mean(v)) if v else 0.0) for k, v in solved.items()}
-        metrics |= {"puzzles": n, "test_pairs": len(puzzles), "predictions": len(records)}
+        metrics: dict = {f"pass@{k}": (float(np.mean(v)) if v else 0.0) for k, v in solved.items()}
+        metrics |= {"puzzles": len(solved[ks[0]]), "test_pairs": len(puzzles), "predictions": len(records),
+                    "scoring": self.scoring.label}
         return EvalResult(metrics | (extra or {}), submission, puzzles)
 
 
@@ -123,6 +165,7 @@ class EvalOptions:
     steps: int | None = None  # supervision steps (None = as trained)
     max_versions: int | None = None  # augmented versions voted per test pair (None = all)
     validation: np.ndarray | None = None  # task indices scored separately for model selection
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
 
 def evaluate(model, emb, objective: Objective, ds: ArcDataset, device: torch.device,
@@ -139,7 +182,7 @@ def evaluate(model, emb, objective: Objective, ds: ArcDataset, device: torch.dev
     rank, world = rank_and_world()
     validation = options.validation
     held_out = validation is not None and validation.size > 0
-    evaluator, sums = ArcEvaluator(ds), _SplitSums(("test", "val") if held_out else ("test",))
+    evaluator, sums = ArcEvaluator(ds, options.scoring), _SplitSums(("test", "val") if held_out else ("test",))
     applications = 0
     for batch in ds.test_batches(options.batch_size, rank, world, options.max_versions):
         tb = TorchBatch.from_numpy(batch, device)
@@ -152,8 +195,9 @@ def evaluate(model, emb, objective: Objective, ds: ArcDataset, device: torch.dev
             sums.add("val", pred, tb, in_val)
         else:
             sums.add("test", pred, tb, real)
+        confidence = pred.confidence if options.scoring.confidence == "q_halt" else pred.answer_probability
         evaluator.update(batch.example_index, batch.puzzle_identifiers, pred.preds.cpu().numpy(),
-                         pred.confidence.float().cpu().numpy())
+                         confidence.double().cpu().numpy())
     extra = {"block_apps_per_sample": applications} | sums.means(device)
     if not held_out:
         extra |= {f"val_{k.removeprefix('test_')}": v for k, v in extra.items() if k.startswith("test_")}

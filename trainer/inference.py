@@ -16,7 +16,7 @@ from arc_data.sources import Task
 from . import checkpoint as ckpt
 from .config import RunSpec
 from .device import pick_runtime
-from .evaluate import EvalOptions, EvalResult, evaluate, validation_tasks
+from .evaluate import EvalOptions, EvalResult, ScoringConfig, evaluate, validation_tasks
 from .losses import IGNORE
 from .model import TinyRecursiveModel
 from .objectives import Objective, TorchBatch, build_objective
@@ -50,7 +50,7 @@ def load(path: str | Path, device: str = "auto") -> LoadedModel:
     rt = pick_runtime(device, c.meta.spec.runtime.precision if device != "cpu" else "fp32", compile=False)
     model = TinyRecursiveModel(cfg).to(rt.device)
     emb = PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim, rt.device)
-    ckpt.ModelState(model, emb).load_state_dict(c.model_state)
+    ckpt.ModelState(model, emb).load_state_dict(c.evaluated_state)  # the weight average when the run kept one
     model.eval()
     objective = build_objective(c.meta.spec.objective, cfg, rt.dtype, device=rt.device)
     return LoadedModel(Path(path), c.meta, model, emb, objective, rt.device)
@@ -74,10 +74,12 @@ def open_dataset(loaded: LoadedModel, data: str | None, allow_mismatch: bool = F
 
 
 def evaluate_checkpoint(loaded: LoadedModel, ds: ArcDataset, eval_steps: int | None = None, votes: int | None = None,
-                        batch_size: int = 64) -> EvalResult:
+                        batch_size: int = 64, scoring: ScoringConfig | None = None) -> EvalResult:
+    """Score a checkpoint on `ds`; steps, votes and scoring default to the run's own settings."""
     spec = loaded.spec
     validation = validation_tasks(ds, spec.data.validation_fraction) if spec.data.validation_fraction else None
-    options = EvalOptions(batch_size, eval_steps or spec.train.eval_steps, votes or spec.data.eval_versions, validation)
+    options = EvalOptions(batch_size, eval_steps or spec.train.eval_steps, votes or spec.data.eval_versions, validation,
+                          scoring or spec.scoring)
     result = evaluate(loaded.model, loaded.emb, loaded.objective, ds, loaded.device, options)
     result.metrics |= {"checkpoint": str(loaded.path), "dataset": str(ds.root), "fingerprint": ds.fingerprint}
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,6 @@ class Outcome:
 
 def _progress(run: Run, stop: threading.Event) -> None:
     """Follow metrics.jsonl: a tqdm bar on a terminal, a line per 10% and per evaluation otherwise."""
-    import sys
-
     from tqdm import tqdm
 
     tty = sys.stderr.isatty()
@@ -146,6 +145,9 @@ def _prepare(run: Run, spec: RunSpec, resume: bool) -> tuple[RunSpec, RunRecord]
     # Workers chdir into Ray's session directory: every path they see must be absolute.
     spec = derive(spec, {"data": {"path": str(Path(spec.data.path).expanduser().resolve())}})
     ds = ArcDataset(spec.data.path)  # fail here, not in every worker, when the data is missing
+    if ds.examples_per_epoch < spec.train.global_batch_size:
+        print(f"warning: {ds.examples_per_epoch} training examples per epoch are fewer than the global batch of "
+              f"{spec.train.global_batch_size}: each batch holds examples of several epochs", file=sys.stderr)
     new = RunRecord(name=run.name, status="running", spec=spec, storage=run.storage.uri,
                     dataset=DatasetRef(path=spec.data.path, fingerprint=ds.fingerprint))
     return spec, new.model_copy(update={"created": record.created}) if record else new

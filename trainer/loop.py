@@ -18,6 +18,7 @@ evaluate their slice of the test rows and rank 0 scores them. Ray is not importe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -41,9 +42,10 @@ from .tracking import Averages, NullTracker, Tracker, log
 
 
 class Plan:
-    """The run's length and intervals in batches."""
+    """The run's length and intervals in batches (an epoch is the training examples of one epoch
+    over the global batch, which the sampler packs across epoch boundaries)."""
 
-    def __init__(self, loop: LoopConfig, batches_per_epoch: int):
+    def __init__(self, loop: LoopConfig, batches_per_epoch: float):
         scale = batches_per_epoch if loop.unit == "epochs" else 1
         self.batches_per_epoch = batches_per_epoch
         self.total = max(1, math.ceil(loop.budget * scale))
@@ -88,7 +90,10 @@ class Trainer:
                                          seed=spec.train.seed * 1000 + rank, device=self.rt.device)
         self.objective.prepare(self.model)
         self.sampler = self.ds.train_sampler(spec.train.global_batch_size, rank, world, seed=spec.train.seed)
-        self.plan = Plan(spec.train, self.sampler.batches_in_epoch(0))
+        self.plan = Plan(spec.train, self.sampler.batches_per_epoch)
+        if self.sampler.repeats_within_batch:
+            self.say(f"warning: {self.ds.examples_per_epoch} training examples per epoch are fewer than the global "
+                     f"batch of {spec.train.global_batch_size}: each batch holds examples of several epochs")
         self.net = self._wrap(self.model)
         self.engine = Engine(self.net, self.emb, self.objective, spec.optim,
                              total_steps=self.plan.total * self.objective.optimizer_steps_per_batch)
@@ -98,11 +103,11 @@ class Trainer:
             ckpt.ModelState(self.model, self.emb),
             shared={"engine": self.engine, "sampler": self.sampler, "progress": self.progress,
                     "averages": self.averages},
-            per_rank={"objective": self.objective}, rank=rank, world=world, warn=self.say)
+            per_rank={"objective": self.objective}, rank=rank, world=world, warn=self.say, ema=self.engine.ema)
         eval_batch = spec.train.eval_batch_size or spec.train.global_batch_size
         validation = validation_tasks(self.ds, spec.data.validation_fraction) if spec.data.validation_fraction else None
         self.eval_options = EvalOptions(max(world, eval_batch - eval_batch % world), spec.train.eval_steps,
-                                        spec.data.eval_versions, validation)
+                                        spec.data.eval_versions, validation, spec.scoring)
         self.tracker: Tracker | NullTracker = NullTracker()
         self.restored_from: str | None = None
         self.last_metrics: dict = {}
@@ -111,6 +116,7 @@ class Trainer:
         self._stop = False
         self._batches = iter(self.sampler)
         self._t_start = time.perf_counter()
+        self._clock: float | None = None  # start of the training time not yet counted
 
     # ------------------------------------------------------------------ building
 
@@ -181,14 +187,14 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train_batch(self) -> bool:
-        """Train one batch; True when an evaluation (and a checkpoint) is due after it."""
-        t0 = time.perf_counter()
+        """Train one batch; True when an evaluation (and a checkpoint) is due after it. Nothing here
+        waits for the device: the clock and the checks run at log intervals (`_log_train`)."""
+        if self._clock is None:  # the first batch after a start, a restore or an evaluation
+            self._clock = time.perf_counter()
         batch = TorchBatch.from_numpy(next(self._batches), self.rt.device)
         self.averages.add(self.objective.batch_metrics(self.engine.train_batch(batch)))
-        self.rt.synchronize()
         p = self.progress
-        p.batch, p.train_time_s, p.samples = p.batch + 1, p.train_time_s + time.perf_counter() - t0, \
-            p.samples + self.spec.train.global_batch_size
+        p.batch, p.samples = p.batch + 1, p.samples + self.spec.train.global_batch_size
         for callback in self.callbacks:
             callback.after_batch(self)
         due = self.plan.eval_due(p.batch)
@@ -197,33 +203,39 @@ class Trainer:
         return due or self._stop
 
     def _log_train(self) -> None:
-        limit = self.spec.train.time_limit_minutes
+        self.engine.check_finite()
+        limit, p = self.spec.train.time_limit_minutes, self.progress
+        over = bool(limit and p.train_time_s + time.perf_counter() - self._clock > 60 * limit)
         # The time limit rides on the metrics all-reduce, so every rank stops at the same batch.
-        train, self._stop = self.averages.reduce(self.rt.device, bool(limit and self.progress.train_time_s > 60 * limit))
-        p = self.progress
+        train, self._stop = self.averages.reduce(self.rt.device, over)
+        now = time.perf_counter()  # the reduce waited for the device: the clock is exact here
+        p.train_time_s, self._clock = p.train_time_s + now - self._clock, now
         self._last_train = train
         self.tracker.log({"kind": "train", "batch": p.batch, "step": self.engine.step,
                           "epoch": round(p.batch / self.plan.batches_per_epoch, 3),
-                          "elapsed_s": round(time.perf_counter() - self._t_start, 2),
-                          "train_time_s": round(p.train_time_s, 2),
+                          "elapsed_s": round(now - self._t_start, 2), "train_time_s": round(p.train_time_s, 2),
                           "samples_per_s": round(p.samples / max(p.train_time_s, 1e-9), 2), **train}, self.engine.step)
 
     def evaluate(self) -> dict:
         """Evaluate on every rank (rank 0 scores); returns the metrics to report."""
         t0 = time.perf_counter()
         eval_net = self.net.module if isinstance(self.net, torch.nn.parallel.DistributedDataParallel) else self.net
-        result = evaluate(eval_net, self.emb, self.objective, self.ds, self.rt.device, self.eval_options)
+        ema = self.engine.ema
+        with ema.applied() if ema is not None else contextlib.nullcontext():  # evaluate (and select) the average
+            result = evaluate(eval_net, self.emb, self.objective, self.ds, self.rt.device, self.eval_options)
+            train_accuracy = self._train_accuracy(eval_net)
         p = self.progress
         metrics = {"batch": p.batch, "step": self.engine.step, "epoch": round(p.batch / self.plan.batches_per_epoch, 3),
                    "train_time_s": round(p.train_time_s, 2), "rank_weight_spread": self._weight_spread(),
                    "train_loss": self._last_train.get("loss", float("nan")),
-                   "train_block_apps_per_sample": self.averages.apps_per_sample, **self._train_accuracy(eval_net)}
+                   "train_block_apps_per_sample": self.averages.apps_per_sample, "ema": ema is not None,
+                   **train_accuracy}
         metrics["eval_time_s"] = round(time.perf_counter() - t0, 2)
         if result is not None:  # rank 0
             metrics |= {k: v for k, v in result.metrics.items() if isinstance(v, int | float | str)}
         self.tracker.log({"kind": "eval", **metrics}, self.engine.step)
         self.tracker.sync()
-        self.last_metrics, self._eval_result = metrics, result
+        self.last_metrics, self._eval_result, self._clock = metrics, result, None  # evaluations are not training time
         return metrics
 
     def save(self, directory: str | Path) -> Path:

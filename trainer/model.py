@@ -70,6 +70,26 @@ class ModelConfig(BaseModel):
         per_cycle = self.latent_steps + 1
         return per_cycle, (self.cycles - 1) * per_cycle
 
+    def block_flops(self, rows: int) -> float:
+        """Forward FLOPs of one application of the block stack to `rows` rows (matmuls only)."""
+        s, d = self.total_len, self.hidden_size
+        inter = swiglu_width(d, self.expansion)
+        mlp = 2 * s * d * 2 * inter + 2 * s * inter * d
+        if self.mixer == "attention":
+            mix = 2 * s * d * 3 * d + 2 * 2 * s * s * d + 2 * s * d * d
+        else:
+            inter_t = swiglu_width(s, self.expansion)
+            mix = 2 * d * s * 2 * inter_t + 2 * d * inter_t * s
+        return rows * self.layers * (mix + mlp)
+
+    def step_flops(self, rows: int) -> float:
+        """Training FLOPs of one supervision step on `rows` rows: the cycle with gradient forward and
+        backward (3x), the cycles without forward only, the output and Q heads forward and backward
+        (the output head runs over the prefix positions too, before they are dropped)."""
+        grad, nograd = self.applications_per_step
+        heads = 3 * 2 * rows * self.hidden_size * (self.total_len * self.vocab_size + 2)
+        return self.block_flops(rows) * (3 * grad + nograd) + heads
+
 
 def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
     """JAX-style truncated normal at ±2 std, rescaled so the result really has std `std`."""

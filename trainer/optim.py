@@ -26,6 +26,9 @@ class OptimConfig(BaseModel):
     warmup_steps: int = Field(2000, ge=0, description="linear warmup from 0 (optimizer steps)")
     lr_min_ratio: float = Field(1.0, ge=0, le=1, description="cosine floor; 1.0 = constant after warmup (reference)")
     grad_clip: float | None = Field(None, gt=0, description="clip the global grad norm; None = off")
+    ema_rate: float | None = Field(None, gt=0, lt=1, description="average the weights with this rate after every "
+                                   "step and evaluate, select and export the average (TRM's ARC recipe: 0.999); "
+                                   "None = off")
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -70,4 +73,4 @@ def build_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
 
 
 class NonFiniteLoss(RuntimeError):
-    """Raised before the optimizer step when a loss is NaN or infinite."""
+    """A loss was NaN or infinite (reported at the next check, see Engine.check_finite)."""

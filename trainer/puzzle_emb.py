@@ -4,7 +4,7 @@ The table (≈876k x D for ARC-1) is a plain tensor, not a parameter: it stays o
 `model.parameters()`, DDP and the weight optimizer. A training lookup returns a small leaf tensor
 of the batch's rows; `step()` applies SignSGD with decoupled weight decay to the touched rows only,
 after summing the gradients of duplicate ids across the batch and, when distributed, across ranks
-(every rank then applies the identical update to its copy).
+(every rank then applies the identical update to its copy), without waiting for the device.
 """
 
 from __future__ import annotations
@@ -31,24 +31,20 @@ class PuzzleEmbedding:
         return rows
 
     @torch.no_grad()
-    def step(self, lr: float, weight_decay: float) -> int:
-        """Apply SignSGD to the rows looked up since the last step; returns the rows updated."""
+    def step(self, lr: float, weight_decay: float) -> None:
+        """Apply SignSGD to the rows looked up since the last step (gradients of the same row summed)."""
         if not self._pending:
-            return 0
+            return
         ids = torch.cat([i for i, _ in self._pending])
         grads = torch.cat([r.grad if r.grad is not None else torch.zeros_like(r) for _, r in self._pending])
         self._pending.clear()
         if is_distributed():
             ids, grads = _all_gather(ids), _all_gather(grads)
-        unique, inverse = ids.unique(return_inverse=True)
-        summed = torch.zeros(unique.numel(), self.dim, device=grads.device, dtype=grads.dtype)
-        summed.index_add_(0, inverse, grads)
-        rows = self.weight[unique]
-        self.weight[unique] = rows * (1 - lr * weight_decay) - lr * summed.sign()
-        return unique.numel()
-
-    def discard_pending(self) -> None:
-        self._pending.clear()
+        # Sum each row's gradient over its duplicates with an N x N match (N = looked-up rows) instead
+        # of `unique`, whose output size the host would have to wait for. Duplicates then write the
+        # same new value, so the scatter is deterministic.
+        summed = (ids[:, None] == ids[None, :]).to(grads.dtype) @ grads
+        self.weight[ids] = self.weight[ids] * (1 - lr * weight_decay) - lr * summed.sign()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"weight": self.weight}

@@ -7,6 +7,8 @@ import posixpath
 import shutil
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from arc_data.errors import DiscoError
 from arc_data.fsio import atomic_write_json, atomic_write_text
 from trainer import checkpoint as ckpt
@@ -48,12 +50,13 @@ def _source(ref: str, storage: Storage, rank: int) -> tuple[Run, str]:
 
 def _export(src: Path, source: str, out: Path) -> Path:
     """Stage the export next to `out`, then rename it into place: never a half-written directory."""
-    meta = ckpt.read(src).meta.model_copy(update={"exported_from": source})
+    contents = ckpt.read(src)
+    meta = contents.meta.model_copy(update={"exported_from": source})
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        shutil.copy2(src / ckpt.MODEL, staging / ckpt.MODEL)
+        save_file(contents.evaluated_state, str(staging / ckpt.MODEL))  # the weights that were evaluated
         atomic_write_text(staging / ckpt.META, meta.model_dump_json(indent=2) + "\n")
         atomic_write_json(staging / "config.json", {"model": meta.model.model_dump(mode="json"),
                                                     "spec": meta.spec.model_dump(mode="json"),
@@ -80,6 +83,7 @@ def _card(meta: ckpt.CheckpointMeta, source: str) -> str:
 - method: {spec.objective.title}
 - model: D={model.hidden_size}, {model.layers} layer(s), T={model.cycles}, n={model.latent_steps}, \
 {model.supervision_steps} supervision steps, canvas {side}x{side}
+- weights: {f'the exponential average of the trained weights (rate {spec.optim.ema_rate}), as evaluated' if spec.optim.ema_rate else 'as trained'}
 - trained on dataset `{meta.dataset.path}` (fingerprint `{meta.dataset.fingerprint}`); its puzzle
   embeddings only mean something for that dataset's puzzles
 - metrics at this checkpoint: pass@1 {m.get('pass@1', 0):.3f}, pass@2 {m.get('pass@2', 0):.3f} (test split),

@@ -127,8 +127,11 @@ def write_report(runs: list[ComparedRun], out: str | Path, title: str) -> Path:
     header, body, table = _table(runs)
     pictures = _plots(runs, out) + [e for e in [_examples(runs, out)] if e]
     spec, first = runs[0].spec, runs[0].run.record
+    # Runs evaluated before scoring was labelled skipped empty crops and ranked in float32.
+    scorings = sorted({r.final.get("scoring", "pre-reference (empty crops skipped)") for r in runs})
     notes = [f"Data: `{spec.data.path}` (fingerprint `{first.dataset.fingerprint[:12]}`), "
-             f"{next(iter(table.values()))['puzzles']} scored puzzles per run; width D={spec.model.hidden_size}.", *NOTES]
+             f"{next(iter(table.values()))['puzzles']} scored puzzles per run; width D={spec.model.hidden_size}; "
+             f"scoring: {', '.join(scorings)}.", *NOTES]
     md = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c) + " |" for c in body]
     md += ["", *notes, "", *(f"![{p}]({p})" for p in pictures), "", "Runs: " + ", ".join(f"`{r.run.name}`" for r in runs), ""]

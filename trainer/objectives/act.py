@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..losses import IGNORE, LOSSES, row_mean_loss
 from ..model import Carry, ModelConfig
-from .common import Prediction, StepOutput, TorchBatch, token_metrics, unwrap
+from .common import (
+    Prediction,
+    StepOutput,
+    TorchBatch,
+    answer_probability,
+    halt_probability,
+    token_metrics,
+    unwrap,
+)
 
 
 class ACTConfig(BaseModel):
@@ -139,7 +147,7 @@ class ACTObjective:
         for _ in range(steps):
             carry, logits, q = model(carry, batch.inputs, pe)
             step_preds.append(logits.argmax(-1))
-        return Prediction(step_preds[-1], torch.sigmoid(q[:, 0].double()).float(), step_preds,
+        return Prediction(step_preds[-1], halt_probability(q), answer_probability(logits, step_preds[-1]), step_preds,
                           steps * self.apps_per_step)
 
     def state_dict(self) -> dict:

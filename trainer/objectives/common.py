@@ -10,6 +10,9 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from arc_data.grids import PAD
+
+from ..device import to_device
 from ..losses import IGNORE
 
 
@@ -21,9 +24,9 @@ class TorchBatch:
 
     @classmethod
     def from_numpy(cls, batch, device: torch.device) -> TorchBatch:
-        """From an arc_data Batch (numpy)."""
+        """From an arc_data Batch (numpy): copied as rendered (uint8 tokens), widened on the device."""
         def t(x):
-            return torch.from_numpy(x).to(device=device, dtype=torch.long, non_blocking=True)
+            return to_device(x, device).long()
         return cls(t(batch.inputs), t(batch.labels), t(batch.puzzle_identifiers))
 
     def to(self, device: torch.device | str) -> TorchBatch:
@@ -41,9 +44,22 @@ class StepOutput:
 @dataclass
 class Prediction:
     preds: torch.Tensor  # [B, L] final tokens
-    confidence: torch.Tensor  # [B] in [0, 1], the vote tie-break
+    confidence: torch.Tensor  # [B] float64 sigmoid(q_halt) of the last step: the reference's tie-break
+    answer_probability: torch.Tensor  # [B] mean top probability over the predicted answer cells
     step_preds: list[torch.Tensor] | None = None  # [B, L] per supervision step
     applications: int = 0  # block-stack applications per sample
+
+
+def answer_probability(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean top-class probability over the cells predicted as part of the answer (not PAD)."""
+    top = logits.float().softmax(-1).amax(-1)
+    answer = tokens != PAD
+    return (top * answer).sum(-1) / answer.sum(-1).clamp_min(1)
+
+
+def halt_probability(q: torch.Tensor) -> torch.Tensor:
+    """sigmoid(q_halt) computed in float64, as the reference ranks candidates with it."""
+    return torch.sigmoid(q[:, 0].double())
 
 
 class Objective(Protocol):

@@ -20,7 +20,15 @@ from arc_data.grids import PAD
 
 from ..losses import IGNORE, LOSSES, row_mean_loss
 from ..model import ModelConfig
-from .common import Prediction, StepOutput, TorchBatch, token_metrics, unwrap
+from .common import (
+    Prediction,
+    StepOutput,
+    TorchBatch,
+    answer_probability,
+    halt_probability,
+    token_metrics,
+    unwrap,
+)
 from .frames import diffusion_frames, parse_schedule
 
 
@@ -105,16 +113,14 @@ class DISObjective:
         carry = unwrap(model).initial_carry(b, self.dtype)
         tokens, step_preds = batch.inputs, []
         for s in range(1, steps + 1):
-            carry, logits, _ = model(carry, tokens, emb(batch.puzzle_identifiers, train=False),
+            carry, logits, q = model(carry, tokens, emb(batch.puzzle_identifiers, train=False),
                                      self._step_index(s, b, tokens.device))
             tokens = logits.argmax(-1)
             step_preds.append(tokens)
-        # DIS never trains its Q head, so confidence is the mean top probability over the cells
-        # predicted as part of the answer (colours and EOS).
-        top = logits.float().softmax(-1).amax(-1)
-        answer = tokens != PAD
-        confidence = (top * answer).sum(-1) / answer.sum(-1).clamp_min(1)
-        return Prediction(tokens, confidence, step_preds, steps * self.apps_per_step)
+        # The Q head is never trained under DIS: its confidence is constant (the reference's votes
+        # then break ties by first appearance); scoring.confidence=answer_probability uses the other.
+        return Prediction(tokens, halt_probability(q), answer_probability(logits, tokens), step_preds,
+                          steps * self.apps_per_step)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
