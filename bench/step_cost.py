@@ -28,27 +28,10 @@ from arc_data.dataset import ArcDataset  # noqa: E402
 from arc_data.manifest import BuildConfig  # noqa: E402
 from trainer.device import pick_runtime, set_cpu_threads  # noqa: E402
 from trainer.engine import Engine  # noqa: E402
-from trainer.model import ModelConfig, TinyRecursiveModel, swiglu_width  # noqa: E402
+from trainer.model import ModelConfig, TinyRecursiveModel  # noqa: E402
 from trainer.objectives import ACTConfig, DISConfig, TorchBatch, build_objective  # noqa: E402
 from trainer.optim import OptimConfig  # noqa: E402
 from trainer.puzzle_emb import PuzzleEmbedding  # noqa: E402
-
-
-def block_flops(cfg: ModelConfig, batch: int) -> float:
-    """Forward FLOPs of one application of the block stack to `batch` rows."""
-    s, d = cfg.total_len, cfg.hidden_size
-    inter = swiglu_width(d, cfg.expansion)
-    attn = 2 * s * d * 3 * d + 2 * 2 * s * s * d + 2 * s * d * d
-    mlp = 2 * s * d * 2 * inter + 2 * s * inter * d
-    return batch * cfg.layers * (attn + mlp)
-
-
-def step_flops(cfg: ModelConfig, batch: int) -> float:
-    """One supervision step: grad cycle fwd+bwd (3x), no-grad cycles fwd only, output head fwd+bwd."""
-    per_cycle = cfg.latent_steps + 1
-    grad, nograd = per_cycle, (cfg.cycles - 1) * per_cycle
-    head = 3 * 2 * batch * cfg.seq_len * cfg.hidden_size * cfg.vocab_size
-    return block_flops(cfg, batch) * (3 * grad + nograd) + head
 
 
 def matmul_peak(runtime, dtype: torch.dtype, n: int = 1024, seconds: float = 3.0) -> float:
@@ -99,7 +82,7 @@ def measure(method: str, ds: ArcDataset, hidden: int, batch: int, seconds: float
         "params": sum(p.numel() for p in model.parameters()),
         "samples_per_s": samples / elapsed,
         "block_apps_per_sample": cfg.supervision_steps * (grad + nograd),
-        "gflops": steps * step_flops(cfg, batch) / elapsed / 1e9,
+        "gflops": steps * cfg.step_flops(batch) / elapsed / 1e9,
         "steps": steps,
     }
 
