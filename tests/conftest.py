@@ -40,7 +40,7 @@ def ray_local(tmp_path_factory):
 
     import ray
 
-    from trainer.launch import ray_env
+    from trainer.launch import ray_env, start_local_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -49,9 +49,7 @@ def ray_local(tmp_path_factory):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
     ray_env()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # unix socket paths must stay short
-    ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
-             logging_config=ray.LoggingConfig(log_level="ERROR"), object_store_memory=200 * 1024**2,
-             _temp_dir=temp)
+    start_local_ray(num_cpus=4, log_to_driver=False, object_store_memory=200 * 1024**2, _temp_dir=temp)
     yield ray
     ray.shutdown()
 

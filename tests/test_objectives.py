@@ -83,6 +83,7 @@ def test_dis_step_s_targets_frame_s():
     outs = list(obj.train_steps(model, emb, batch))
     assert len(outs) == 6 and all(f"step{s}_target_accuracy" in o.metrics for s, o in enumerate(outs, start=1))
     assert outs[-1].metrics["block_apps_per_sample"] == 18
+    assert torch.equal(obj.target_frames(inputs, labels, seed=3), frames)  # the frames `disco predict` draws
     # Recompute step 1's loss against frame 1 by hand (same weights, no optimizer step in between).
     from trainer.losses import row_mean_loss
 
@@ -122,6 +123,7 @@ def test_act_halting_and_exploration():
     assert not obj.rows.halted.any()
     pred = obj.predict(model, emb, batch)
     assert len(pred.step_preds) == 4 and pred.applications == 24 and (pred.confidence > 0.99).all()
+    assert len(pred.step_halts) == 4 and torch.equal(pred.step_halts[-1], pred.confidence)
 
 
 def test_signsgd_updates_only_touched_rows_and_sums_duplicates():

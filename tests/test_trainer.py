@@ -161,14 +161,32 @@ def test_the_weight_average_is_evaluated_checkpointed_and_exported(tiny_spec, da
     assert again.metrics["test_accuracy"] == metrics["test_accuracy"] and metrics["ema"] is True
 
 
-def test_a_set_smaller_than_one_batch_trains_with_a_warning(tiny_spec, data10, tmp_path, capsys):
+def test_a_set_smaller_than_one_batch_trains_with_a_warning(tiny_spec, data10, tmp_path):
     from arc_data.dataset import ArcDataset
+    from trainer.launch import data_warnings
 
     rows = ArcDataset(data10).examples_per_epoch
     big = 2 * rows + 2
     t = _trainer(tiny_spec, data10, tmp_path, global_batch_size=big, budget=2, eval_interval=2)
     assert t.train_batch() is False and t.sampler.epoch >= 2  # a batch of more than two epochs' rows
-    err = capsys.readouterr().out.strip().splitlines()
-    assert [line for line in err if "warning" in line] == [
-        f"[disco] warning: {rows} training examples per epoch are fewer than the global batch of {big}: "
-        "each batch holds examples of several epochs"]
+    assert data_warnings(t.spec, t.ds) == [  # printed by the driver before Ray starts
+        f"{rows} training examples per epoch are fewer than the global batch of {big}: each batch holds examples "
+        "of several epochs"]
+    many = derive(t.spec, {"data": {"eval_versions": 999}})
+    assert any("data.eval_versions=999" in w and "versions per puzzle" in w for w in data_warnings(many, t.ds))
+
+
+def test_tensorboard_events_beside_the_metrics_log(tiny_spec, data10, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = derive(tiny_spec(data10, workers=1, budget=2, eval_interval=2),
+                  {"tracking": {"wandb": "off", "tensorboard": True}})
+    t = Trainer(spec, Run(Storage.of(str(tmp_path)), "run"))
+    t.restore()
+    _run_to_end(t)
+    t.close()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert losses == pytest.approx([r["loss"] for r in t.run.metrics("train")])
+    assert "eval/pass@2" in events.Tags()["scalars"]

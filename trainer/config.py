@@ -7,8 +7,10 @@ optimiser, loop budget, runtime (device, precision, workers) and tracking. The m
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -72,6 +74,8 @@ class RuntimeConfig(BaseModel):
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker (also its torch threads)")
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (> 0 selects NCCL and CUDA)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint before failing")
+    resource_timeout_minutes: float = Field(10, gt=0, description="fail, in one line, when the workers cannot be "
+                                            "placed on the cluster within this time (instead of waiting forever)")
 
     @model_validator(mode="after")
     def _device_matches_resources(self) -> RuntimeConfig:
@@ -93,6 +97,8 @@ class TrackingConfig(BaseModel):
                                                       "WANDB_API_KEY in the environment")
     project: str = Field("disco", description="W&B project")
     entity: str | None = Field(None, description="W&B entity (team)")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files to <run>/tensorboard/ "
+                              "(`tensorboard --logdir <storage>`)")
 
     @field_validator("wandb", mode="before")
     @classmethod
@@ -141,9 +147,9 @@ class RunSpec(BaseModel):
         return self.objective.method
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """["a.b=1", "c=[x, y]"] -> nested dict; values parsed as YAML (numbers, lists, null)."""
-    out: dict = {}
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """["a.b=1", "c=[x, y]"] -> {"a.b": 1, "c": ["x", "y"]}; values parsed as YAML (numbers, lists, null)."""
+    out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
@@ -157,14 +163,27 @@ def parse_overrides(pairs: list[str]) -> dict:
                 value = float(value)
             except ValueError:
                 pass
+        out[key.strip()] = value
+    return out
+
+
+def nest(flat: dict[str, Any]) -> dict:
+    """{"a.b": 1} -> {"a": {"b": 1}}."""
+    out: dict = {}
+    for key, value in flat.items():
         node = out
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise DiscoError(f"--set {pair!r}: {p} is set twice")
+                raise DiscoError(f"--set {key}=…: {p} is set twice")
         node[leaf] = value
     return out
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """["a.b=1", "c=[x, y]"] -> nested dict; values parsed as YAML (numbers, lists, null)."""
+    return nest(parse_assignments(pairs))
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -188,7 +207,9 @@ def preset_path(ref: str | Path, kind: Literal["run", "sweep"] = "run") -> Path:
     shipped = folder / f"{path.name.removesuffix('.yaml')}.yaml"
     if str(ref) == path.name and shipped.is_file():  # a bare name: the shipped preset
         return shipped
-    raise DiscoError(f"{what} {ref} not found (shipped: {', '.join(presets(kind))})")
+    close = difflib.get_close_matches(path.name.removesuffix(".yaml"), presets(kind), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise DiscoError(f"{what} {ref} not found ({hint}shipped: {', '.join(presets(kind))})")
 
 
 def presets(kind: Literal["run", "sweep"] = "run") -> list[str]:
@@ -221,3 +242,25 @@ def derive(spec: RunSpec, overrides: list[str] | dict) -> RunSpec:
     a derived config (a sweep trial, a comparison seed, a budget) fails here, naming the field."""
     update = parse_overrides(overrides) if isinstance(overrides, list) else overrides
     return RunSpec.model_validate(merge(spec.model_dump(mode="json"), update))
+
+
+def suggest_key(loc: tuple) -> str | None:
+    """For an unknown key at `loc` in a run config, the closest real key ("model.hidden_size")."""
+    models: list[type[BaseModel]] = [RunSpec]
+    path = []
+    for part in loc[:-1]:
+        nested = []
+        for m in models:
+            field = m.model_fields.get(str(part))
+            if field is None:
+                continue
+            for t in (field.annotation, *typing.get_args(field.annotation)):
+                for a in (t, *typing.get_args(t)):  # Annotated[A | B, ...] -> A, B
+                    if isinstance(a, type) and issubclass(a, BaseModel):
+                        nested.append(a)
+        if nested:
+            models, path = nested, [*path, str(part)]
+        # else: a union's tag (objective.dis.…) names no field; stay on its members
+    names = sorted({n for m in models for n in m.model_fields})
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return ".".join([*path, close[0]]) if close else None

@@ -10,7 +10,7 @@ import torch
 
 from arc_data.dataset import ArcDataset
 from arc_data.errors import DiscoError
-from arc_data.grids import crop, encode
+from arc_data.grids import PAD, crop, encode
 from arc_data.sources import Task
 
 from . import checkpoint as ckpt
@@ -91,6 +91,8 @@ class TaskPrediction:
     input: np.ndarray
     steps: list[np.ndarray]  # the grid after every supervision step (DIS intermediate grids)
     target: np.ndarray | None
+    halts: list[float] | None = None  # sigmoid(q_halt) after every step (TRM-ACT)
+    frames: list[np.ndarray] | None = None  # DIS: one sampled path of training targets, frames 1..N
 
     @property
     def final(self) -> np.ndarray:
@@ -114,9 +116,28 @@ def predict_task(loaded: LoadedModel, task: Task, ds: ArcDataset | None, steps: 
                        torch.full((len(task.test),), ident, dtype=torch.long, device=loaded.device))
     pred = loaded.objective.predict(loaded.model, loaded.emb, batch, steps)
     step_tokens = [sp.cpu().numpy() for sp in (pred.step_preds or [pred.preds])]
+    halts = None if pred.step_halts is None else torch.stack(pred.step_halts, 1).tolist()
+    frames = _target_frames(loaded, task, inputs)
     out = []
     for i, pair in enumerate(task.test):
-        grids = [crop(tokens[i]) for tokens in step_tokens]
-        grids = [g if g.size else np.zeros((1, 1), np.uint8) for g in grids]
-        out.append(TaskPrediction(i, pair.input, grids, pair.output))
+        out.append(TaskPrediction(i, pair.input, [_grid(tokens[i]) for tokens in step_tokens], pair.output,
+                                  halts[i] if halts else None,
+                                  [_grid(f) for f in frames[i, 1:]] if frames is not None else None))
     return out, known
+
+
+def _grid(tokens: np.ndarray) -> np.ndarray:
+    g = crop(tokens)
+    return g if g.size else np.zeros((1, 1), np.uint8)  # an empty prediction drawn as one black cell
+
+
+def _target_frames(loaded: LoadedModel, task: Task, inputs: np.ndarray) -> np.ndarray | None:
+    """DIS's training targets for these test pairs (when every output is known and fits), else None."""
+    frames_of = getattr(loaded.objective, "target_frames", None)
+    outputs = [p.output for p in task.test]
+    if frames_of is None or any(o is None or max(o.shape) > loaded.canvas for o in outputs):
+        return None
+    labels = torch.from_numpy(np.stack([encode(o, canvas_side=loaded.canvas) for o in outputs])).long()
+    labels[labels == PAD] = IGNORE
+    frames = frames_of(torch.from_numpy(inputs).long(), labels)
+    return frames.masked_fill(frames == IGNORE, PAD).numpy()

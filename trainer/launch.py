@@ -11,8 +11,12 @@ import os
 import socket
 import sys
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+import numpy as np
 
 from arc_data.errors import DiscoError
 
@@ -76,13 +80,48 @@ def connect(address: str | None, num_cpus: float | None = None, num_gpus: float 
         ray.init(address=address, runtime_env={"env_vars": env}, logging_config=ray.LoggingConfig(log_level="ERROR"))
         return False
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0)
-    ray.init(address="local", num_cpus=int(cpus + 0.999), num_gpus=num_gpus, include_dashboard=True,
-             logging_config=ray.LoggingConfig(log_level="ERROR"), log_to_driver=worker_output)
+    start_local_ray(num_cpus=int(cpus + 0.999), num_gpus=num_gpus, log_to_driver=worker_output)
     return True
+
+
+def start_local_ray(**init) -> str:
+    """Start an embedded Ray instance that every one of its processes can tell from any other Ray
+    instance on the machine; returns its GCS address.
+
+    Ray's own helpers (e.g. Train's placement-group cleaner) find "their" cluster by auto-detection,
+    which fails with a second instance alive (ray-project/ray#65443) and then leaks placement groups
+    until a sweep hangs. So the head's port is chosen here, and RAY_ADDRESS names it in the
+    environment every process of the instance inherits."""
+    import ray
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
+    os.environ |= {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": address}
+    try:
+        ray.init(address="local", include_dashboard=True, logging_config=ray.LoggingConfig(log_level="ERROR"),
+                 **init)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+    return address
 
 
 def new_run_name(spec: RunSpec) -> str:
     return f"{spec.method}-{stamp()}"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the run's record was written: it can be resumed by name."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
 
 @dataclass
@@ -93,67 +132,114 @@ class Outcome:
     best: str | None
 
 
-def _progress(run: Run, stop: threading.Event) -> None:
-    """Follow metrics.jsonl: a tqdm bar on a terminal, a line per 10% and per evaluation otherwise."""
-    from tqdm import tqdm
+class _Progress:
+    """Follow this session's records in metrics.jsonl (from its start/resume record on, so a resumed
+    run does not replay old lines): a tqdm bar on a terminal and a line per 10% otherwise
+    (mode "bar"), or only the start and evaluation lines (mode "evals")."""
 
-    tty = sys.stderr.isatty()
-    bar, seen, total, next_line = None, 0, None, 0.0
+    def __init__(self, run: Run, session: str, mode: str):
+        self.run, self.session, self.mode = run, session, mode
+        self.bar, self.total, self.next_line, self.seen = None, None, 0.0, None
 
-    def say(line: str) -> None:  # above the bar when there is one
-        bar.write(line) if bar is not None else print(line, file=sys.stderr, flush=True)
+    def follow(self, stop: threading.Event) -> None:
+        while not stop.wait(self.run.storage.poll_interval_s):
+            records = self.run.metrics()
+            if self.seen is None:  # this session's first record not written yet
+                mine = [i for i, r in enumerate(records) if r.get("session") == self.session]
+                if not mine:
+                    continue
+                self.seen = mine[0]
+            for r in records[self.seen:]:
+                self._show(r)
+            self.seen = len(records)
+        if self.bar is not None:
+            self.bar.close()
 
-    while not stop.wait(run.storage.poll_interval_s):
-        records = run.metrics()
-        for r in records[seen:]:
-            kind = r.get("kind")
-            if kind in ("start", "resume") and total is None:
-                total = r.get("batches_total")
-                if kind == "start":
-                    say(f"  {r['world_size']} workers on {r['device']} ({r['dtype']}), {r['params']:,} parameters, "
-                        f"{total} batches; copy-the-input baseline: token accuracy {r['copy_baseline_accuracy']:.3f}")
-                if tty and total:
-                    bar = tqdm(total=total, unit="batch", desc=run.name, dynamic_ncols=True, mininterval=1.0)
-            elif kind == "train":
-                stats = (f"step {r['step']}  loss {r['loss']:.3f}  acc {r.get('accuracy', 0):.3f}  "
-                         f"exact {r.get('exact_accuracy', 0):.3f}  {r['samples_per_s']:.1f} samples/s")
-                if bar is not None:
-                    bar.n = r["batch"]
-                    bar.set_postfix_str(stats, refresh=True)
-                elif total is None or r["batch"] >= next_line:
-                    say(f"  batch {r['batch']}/{total or '?'}  {stats}")
-                    next_line = r["batch"] + 0.1 * (total or 10)
-            elif kind == "eval":
-                say(f"  eval @ batch {r['batch']}: pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}"
-                    f"  train puzzles exact {r.get('train_exact_accuracy', 0):.3f} / token acc "
-                    f"{r.get('train_accuracy', 0):.3f}  test token acc {r.get('test_accuracy', 0):.3f}")
-        seen = len(records)
-    if bar is not None:
-        bar.close()
+    def _say(self, line: str) -> None:  # above the bar when there is one
+        self.bar.write(line) if self.bar is not None else print(line, file=sys.stderr, flush=True)
+
+    def _show(self, r: dict) -> None:
+        from tqdm import tqdm
+
+        kind = r.get("kind")
+        if kind in ("start", "resume"):
+            self.total = r.get("batches_total")
+            self._say(f"  {r['world_size']} workers on {r['device']} ({r['dtype']}), {r['params']:,} parameters, "
+                      f"{self.total} batches; copy-the-input baseline: token accuracy {r['copy_baseline_accuracy']:.3f}"
+                      if kind == "start" else f"  resumed from {r['checkpoint']} at batch {r['batch']}/{self.total}")
+            if self.mode == "bar" and sys.stderr.isatty() and self.total:
+                self.bar = tqdm(total=self.total, initial=r["batch"], unit="batch", desc=self.run.name,
+                                dynamic_ncols=True, mininterval=1.0)
+        elif kind == "train" and self.mode == "bar":
+            stats = (f"step {r['step']}  loss {r['loss']:.3f}  acc {r.get('accuracy', 0):.3f}  "
+                     f"exact {r.get('exact_accuracy', 0):.3f}  {r['samples_per_s']:.1f} samples/s")
+            if self.bar is not None:
+                self.bar.n = r["batch"]
+                self.bar.set_postfix_str(stats, refresh=True)
+            elif self.total is None or r["batch"] >= self.next_line:
+                self._say(f"  batch {r['batch']}/{self.total or '?'}  {stats}")
+                self.next_line = r["batch"] + 0.1 * (self.total or 10)
+        elif kind == "eval":
+            self._say(f"  eval @ batch {r['batch']}: pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}"
+                      f"  train puzzles exact {r.get('train_exact_accuracy', 0):.3f} / token acc "
+                      f"{r.get('train_accuracy', 0):.3f}  test token acc {r.get('test_accuracy', 0):.3f}")
 
 
 def _prepare(run: Run, spec: RunSpec, resume: bool) -> tuple[RunSpec, RunRecord]:
-    """Check the name, make the data path absolute and probe the dataset; the run's new record."""
+    """Check the name and everything that can be checked against the data before Ray starts (a
+    worker failing on it would only be retried); the run's new record."""
     from arc_data.dataset import ArcDataset
 
     record = run.read()
     if resume and record is None:
         raise DiscoError(f"no run named {run.name!r} in {run.storage.uri} to resume (see `disco runs list`)")
     if not resume and run.exists():
-        raise DiscoError(f"run {run.name!r} already exists in {run.storage.uri}; continue it with "
-                         f"`disco train --resume {run.name}` or pick another --name")
+        if record is not None and record.status == "running" or run.checkpoints():
+            raise DiscoError(f"run {run.name!r} already exists in {run.storage.uri}; continue it with "
+                             f"`disco train --resume {run.name}` or pick another --name")
+        print(f"note: run {run.name!r} never reached a checkpoint; starting it afresh", file=sys.stderr)
+        record = None
     # Workers chdir into Ray's session directory: every path they see must be absolute.
     spec = derive(spec, {"data": {"path": str(Path(spec.data.path).expanduser().resolve())}})
     ds = ArcDataset(spec.data.path)  # fail here, not in every worker, when the data is missing
-    if ds.examples_per_epoch < spec.train.global_batch_size:
-        print(f"warning: {ds.examples_per_epoch} training examples per epoch are fewer than the global batch of "
-              f"{spec.train.global_batch_size}: each batch holds examples of several epochs", file=sys.stderr)
+    if resume and record.dataset.fingerprint != ds.fingerprint and not spec.data.allow_fingerprint_mismatch:
+        raise DiscoError(f"run {run.name!r} was trained on dataset {record.dataset.fingerprint[:12]}, not "
+                         f"{ds.fingerprint[:12]} ({ds.root}); set data.allow_fingerprint_mismatch=true to resume anyway")
+    for line in data_warnings(spec, ds):
+        print(f"warning: {line}", file=sys.stderr)
     new = RunRecord(name=run.name, status="running", spec=spec, storage=run.storage.uri,
                     dataset=DatasetRef(path=spec.data.path, fingerprint=ds.fingerprint))
     return spec, new.model_copy(update={"created": record.created}) if record else new
 
 
-def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callbacks: list):
+def data_warnings(spec: RunSpec, ds) -> list[str]:
+    """What will train, but perhaps not as the user expects, given this data."""
+    out = []
+    if ds.examples_per_epoch < spec.train.global_batch_size:
+        out.append(f"{ds.examples_per_epoch} training examples per epoch are fewer than the global batch of "
+                   f"{spec.train.global_batch_size}: each batch holds examples of several epochs")
+    most = int(np.diff(ds.version_start).max())
+    if spec.data.eval_versions and spec.data.eval_versions > most:
+        out.append(f"data.eval_versions={spec.data.eval_versions} but {ds.root} has at most {most} versions per "
+                   "puzzle: evaluation votes over those")
+    if not ds.n_test.any():
+        out.append(f"{ds.root} has no scored test pairs: pass@k stays 0; select on train_* metrics")
+    return out
+
+
+def _fits_this_machine(spec: RunSpec) -> None:
+    """On an embedded Ray every worker holds a copy of the puzzle table in this machine's memory."""
+    from arc_data.dataset import ArcDataset
+
+    table = ArcDataset(spec.data.path).num_identifiers * spec.model.puzzle_emb_ndim * 4 * spec.runtime.workers
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if table > 0.8 * memory:
+        raise DiscoError(f"{spec.runtime.workers} worker(s) would hold {table / 2**30:.1f} GiB of puzzle tables, more than "
+                         f"this machine's {memory / 2**30:.1f} GiB allow: use fewer workers, a smaller "
+                         "model.puzzle_emb_ndim or fewer augmentations, or a cluster (--address)")
+
+
+def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callbacks: list, session: str):
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -165,37 +251,47 @@ def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callb
     return TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec.model_dump(mode="json"), "name": run.name, "storage": run.storage,
-                           "callbacks": list(worker_callbacks)},
+                           "callbacks": list(worker_callbacks), "session": session},
         torch_config=TorchConfig(backend=backend_for(rt)),
         scaling_config=ScalingConfig(num_workers=rt.workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if gpu else {})),
         run_config=RunConfig(
             name=run.name, **run.storage.ray_run_config(),
-            checkpoint_config=CheckpointConfig(num_to_keep=spec.train.keep_checkpoints,
-                                               checkpoint_score_attribute=spec.train.select_metric,
+            # Ray keeps every checkpoint; the workers retain (Trainer.retain_checkpoints).
+            checkpoint_config=CheckpointConfig(num_to_keep=None, checkpoint_score_attribute=spec.train.select_metric,
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=rt.max_failures),
+            # Placing the worker group is retried once; each attempt waits half the timeout.
+            failure_config=FailureConfig(max_failures=rt.max_failures, controller_failure_limit=1),
             worker_runtime_env={"env_vars": ray_env()}, callbacks=callbacks,
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
 
 
 def train(spec: RunSpec, storage: Storage, name: str | None = None, *, address: str | None = None,
-          resume: bool = False, progress: bool = True, callbacks: list | None = None,
+          resume: bool = False, progress: Literal["bar", "evals", "off"] | bool = "bar", callbacks: list | None = None,
           worker_callbacks: list | tuple = ()) -> Outcome:
     """Train (or resume) a run on Ray Train; `callbacks` are Ray Train callbacks on the driver,
-    `worker_callbacks` Trainer callbacks in every worker (tests inject faults this way)."""
+    `worker_callbacks` Trainer callbacks in every worker (tests inject faults this way). `progress`:
+    a bar or a line per 10% plus evaluations, only the evaluations, or nothing (False)."""
     import ray
     import ray.train
 
     run = Run(storage, name or new_run_name(spec))
     spec, record = _prepare(run, spec, resume)
+    if address is None:
+        _fits_this_machine(spec)
     rt = spec.runtime
     started = connect(address, num_cpus=rt.workers * rt.cpus_per_worker, num_gpus=None)
     run.write(record)  # only once the cluster is reachable
-    trainer = _torch_trainer(run, spec, callbacks, worker_callbacks)
+    run.forget_ray_snapshot()
+    # Read by Ray Train's controller (propagated from this process when it starts).
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(30 * rt.resource_timeout_minutes)
+    session = uuid.uuid4().hex[:12]
+    trainer = _torch_trainer(run, spec, callbacks, worker_callbacks, session)
     stop = threading.Event()
-    bar = threading.Thread(target=_progress, args=(run, stop), daemon=True) if progress else None
+    mode = {True: "bar", False: "off"}.get(progress, progress)
+    bar = None if mode == "off" else threading.Thread(target=_Progress(run, session, mode).follow, args=(stop,),
+                                                      daemon=True)
     status = "failed"
     try:
         if bar:
@@ -204,9 +300,9 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, *, address: 
         status = "finished"
     except (KeyboardInterrupt, SystemExit):  # Ray turns SIGINT into SystemExit in some paths
         status = "interrupted"
-        raise KeyboardInterrupt from None
+        raise RunInterrupted(run.name) from None
     except ray.train.TrainingFailedError as e:
-        raise DiscoError(f"training failed after {rt.max_failures} restart(s): {_root_cause(e)}") from None
+        raise DiscoError(_failure_line(e, rt)) from None
     finally:
         stop.set()
         if bar:
@@ -217,10 +313,21 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, *, address: 
             ray.shutdown()
     best = run.best()
     metrics = result.return_value or result.metrics or {}
-    best_at = run.checkpoint_location(best.name) if best else None
-    run.write(record.model_copy(update={"status": status, "updated": now(), "metrics": metrics,
-                                        "best_checkpoint": best_at}))
-    return Outcome(run.name, run.location, metrics, best_at)
+    run.write(record.model_copy(update={"status": status, "updated": now(), "metrics": metrics}))
+    return Outcome(run.name, run.location, metrics, run.checkpoint_location(best.name) if best else None)
+
+
+def _failure_line(e: BaseException, rt) -> str:
+    cause = _root_cause(e)
+    if type(getattr(e, "controller_failure", None)).__name__ == "WorkerGroupStartupTimeoutError":
+        import ray
+
+        free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+        ask = f"{rt.cpus_per_worker:g} CPU" + (f" + {rt.gpus_per_worker:g} GPU" if rt.gpus_per_worker else "")
+        return (f"could not start {rt.workers} worker(s) of {ask} each within {rt.resource_timeout_minutes:g} min "
+                f"(free now: {free or 'nothing'}); free resources, lower runtime.workers / cpus_per_worker, or raise "
+                "runtime.resource_timeout_minutes")
+    return f"training failed after {rt.max_failures} restart(s): {cause}"
 
 
 def _root_cause(e: BaseException) -> str:

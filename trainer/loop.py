@@ -91,9 +91,6 @@ class Trainer:
         self.objective.prepare(self.model)
         self.sampler = self.ds.train_sampler(spec.train.global_batch_size, rank, world, seed=spec.train.seed)
         self.plan = Plan(spec.train, self.sampler.batches_per_epoch)
-        if self.sampler.repeats_within_batch:
-            self.say(f"warning: {self.ds.examples_per_epoch} training examples per epoch are fewer than the global "
-                     f"batch of {spec.train.global_batch_size}: each batch holds examples of several epochs")
         self.net = self._wrap(self.model)
         self.engine = Engine(self.net, self.emb, self.objective, spec.optim,
                              total_steps=self.plan.total * self.objective.optimizer_steps_per_batch)
@@ -145,21 +142,30 @@ class Trainer:
     def done(self) -> bool:
         return self.progress.batch >= self.plan.total or self._stop
 
-    def restore(self, preferred: str | None = None) -> str | None:
+    def restore(self, preferred: str | None = None, session: str | None = None) -> str | None:
         """Load the newest intact checkpoint of the run (`preferred` first, e.g. Ray's latest) and
-        start tracking; returns the checkpoint's name, None for a fresh start."""
+        start tracking (`session` labels this start in the metrics log); returns the checkpoint's
+        name, None for a fresh start."""
         names = [c.name for c in reversed(self.run.checkpoints())]
-        for name in ([preferred] if preferred else []) + [n for n in names if n != preferred]:
+        damaged = []
+        for name in ([preferred] if preferred in names else []) + [n for n in names if n != preferred]:
             with self.run.local_checkpoint(name) as d:
                 if why := ckpt.problem(d):
                     self.say(f"warning: skipping checkpoint {name}: {why}")
+                    damaged.append(name)
                     continue
                 self._check_dataset(ckpt.read_meta((d / ckpt.META).read_text(), str(d)), d)
                 meta = self.checkpointer.restore(d)
             self.progress.batch = meta.batch  # format 1 kept the batch in meta.json only
             self.last_metrics, self.restored_from = dict(meta.metrics), name
             break
-        self._open_tracker()
+        if damaged:  # never the run's best, never retained over an intact one: set aside, once all ranks looked
+            if is_distributed():
+                dist.barrier()
+            if self.rank == 0:
+                for name in damaged:
+                    self.say(f"warning: moved the damaged {name} to {self.run.set_aside(name)}")
+        self._open_tracker(session)
         return self.restored_from
 
     def _check_dataset(self, meta: ckpt.CheckpointMeta, where: Path) -> None:
@@ -168,21 +174,21 @@ class Trainer:
                                        f"not {self.ds.fingerprint[:12]}; set data.allow_fingerprint_mismatch=true "
                                        "to use it anyway")
 
-    def _open_tracker(self) -> None:
+    def _open_tracker(self, session: str | None) -> None:
         resumed = self.restored_from is not None
         if self.rank == 0:
             self.tracker = Tracker(self.run.storage, self.run.name, self.spec, self.batch if resumed else None)
         if resumed:
             self.say(f"resumed from {self.restored_from} at batch {self.batch}/{self.plan.total}")
             self.tracker.log({"kind": "resume", "batch": self.batch, "checkpoint": self.restored_from,
-                              "batches_total": self.plan.total}, self.engine.step)
+                              "batches_total": self.plan.total, "session": session}, self.engine.step)
             return
         self.tracker.log({"kind": "start", "batch": 0, "world_size": self.world, "threads": self.threads,
                           "device": str(self.rt.device), "dtype": str(self.rt.dtype).removeprefix("torch."),
                           "params": sum(p.numel() for p in self.model.parameters()),
                           "batches_total": self.plan.total, "batches_per_epoch": self.plan.batches_per_epoch,
                           "block_apps_per_row": self.objective.block_applications_per_row(),
-                          "copy_baseline_accuracy": self._copy_baseline()}, 0)
+                          "copy_baseline_accuracy": self._copy_baseline(), "session": session}, 0)
 
     # ------------------------------------------------------------------ the loop
 
@@ -248,6 +254,12 @@ class Trainer:
         if self._eval_result is not None:
             self._eval_result.write(d / "eval")
         return d
+
+    def retain_checkpoints(self) -> None:
+        """Rank 0 keeps the `train.keep_checkpoints` best intact checkpoints and the latest. disco
+        retains, not Ray: Ray's ranking would keep a checkpoint found damaged over an intact one."""
+        if self.rank == 0:
+            self.run.retain(self.spec.train.keep_checkpoints, self.spec.train.select_metric)
 
     def close(self) -> None:
         self.tracker.close()

@@ -26,6 +26,7 @@ from .storage import Storage
 from .tracking import METRICS_FILE, read_metrics
 
 RUN_FILE = "run.json"
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's, beside ours
 Status = Literal["running", "finished", "failed", "interrupted"]
 
 
@@ -40,9 +41,10 @@ def stamp() -> str:
 
 
 class RunRecord(BaseModel):
-    """run.json."""
+    """run.json. Which checkpoint is best is not recorded here: `Run.best` reads it from the
+    checkpoints themselves, so every command agrees (older records' `best_checkpoint` is ignored)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     name: str
     status: Status
@@ -52,7 +54,6 @@ class RunRecord(BaseModel):
     created: str = Field(default_factory=now)
     updated: str = Field(default_factory=now)
     metrics: dict[str, float | int | str | None] = Field(default_factory=dict, description="final evaluation")
-    best_checkpoint: str | None = Field(None, description="location of the best complete checkpoint")
 
     @property
     def method(self) -> str:
@@ -67,13 +68,21 @@ class CheckpointInfo:
     metrics: dict = field(default_factory=dict)
 
 
+def _rank(c: CheckpointInfo, metric: str) -> tuple:
+    value = c.metrics.get(metric)
+    return (value if isinstance(value, int | float) else float("-inf"), c.batch)
+
+
 def best_of(checkpoints: list[CheckpointInfo], metric: str) -> CheckpointInfo | None:
     """The complete checkpoint with the highest `metric` (higher is better); ties go to the later one."""
     done = [c for c in checkpoints if c.complete]
-    if not done:
-        return None
-    return max(done, key=lambda c: (c.metrics.get(metric) if c.metrics.get(metric) is not None else float("-inf"),
-                                    c.batch))
+    return max(done, key=lambda c: _rank(c, metric)) if done else None
+
+
+def to_retain(checkpoints: list[CheckpointInfo], keep: int, metric: str) -> set[str]:
+    """The `keep` best complete checkpoints and the latest one (which a resume starts from)."""
+    done = sorted((c for c in checkpoints if c.complete), key=lambda c: _rank(c, metric))
+    return {c.name for c in done[-keep:]} | ({checkpoints[-1].name} if checkpoints else set())
 
 
 class Run:
@@ -136,6 +145,28 @@ class Run:
 
     def checkpoint_location(self, checkpoint: str) -> str:
         return self.storage.join(self.name, checkpoint)
+
+    def retain(self, keep: int, metric: str) -> list[str]:
+        """Delete checkpoints beyond the `keep` best and the latest; returns the deleted names."""
+        checkpoints = self.checkpoints()
+        kept = to_retain(checkpoints, keep, metric)
+        gone = [c.name for c in checkpoints if c.name not in kept]
+        for name in gone:
+            self.storage.delete(self.name, name)
+        return gone
+
+    def forget_ray_snapshot(self) -> None:
+        """Drop Ray Train's own list of the run's checkpoints before a resume: it goes stale once
+        ours are retained or set aside, and Ray's controller refuses to start on a stale one. The
+        checkpoints themselves are the record; the workers restore from them."""
+        self.storage.delete(self.name, RAY_SNAPSHOT)
+
+    def set_aside(self, checkpoint: str) -> str:
+        """Move a damaged checkpoint out of the run's checkpoints (kept, renamed, for inspection)."""
+        aside = f"damaged_{checkpoint}"
+        self.storage.delete(self.name, aside)
+        self.storage.move((self.name, checkpoint), (self.name, aside))
+        return aside
 
     @contextmanager
     def local_checkpoint(self, checkpoint: str) -> Iterator[Path]:

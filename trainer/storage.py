@@ -122,6 +122,18 @@ class Storage:
         local.write_text(self.read_text(*parts) or "")
         return local
 
+    def move(self, src: tuple[str, ...], dst: tuple[str, ...]) -> None:
+        """Rename a file or directory within the storage."""
+        self.fs.move(self.path(*src), self.path(*dst))
+
+    def delete(self, *parts: str) -> None:
+        """Remove a file, or a directory and everything in it (nothing when it does not exist)."""
+        kind = self.fs.get_file_info(self.path(*parts)).type
+        if kind == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path(*parts))
+        elif kind == pafs.FileType.File:
+            self.fs.delete_file(self.path(*parts))
+
     def upload(self, local: str | Path, *parts: str) -> None:
         """Copy a local file or directory to `parts` (a directory lands complete, then renamed, when
         local); nothing to do when `local` already is that file."""

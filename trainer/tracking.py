@@ -93,26 +93,55 @@ class Wandb:
             self.run.finish()
 
 
+class TensorBoard:
+    """Scalars of train and eval records as TensorBoard events, beside metrics.jsonl."""
+
+    def __init__(self, folder: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.folder = folder
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def log(self, record: dict, step: int) -> None:
+        for k, v in record.items():
+            if k != "kind" and isinstance(v, int | float) and not isinstance(v, bool):
+                self.writer.add_scalar(f"{record['kind']}/{k}", v, step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class Tracker:
-    """Rank 0's record of a run: metrics.jsonl in the run's storage, and W&B."""
+    """Rank 0's record of a run: metrics.jsonl in the run's storage, W&B, and TensorBoard events."""
 
     def __init__(self, storage: Storage, name: str, spec: RunSpec, resume_batch: int | None):
         self.storage, self.name = storage, name
         path = storage.working_copy(name, METRICS_FILE)  # object stores cannot append: a local copy
         self.metrics = MetricsLog(path, resume_batch)
         self.wandb = Wandb(spec.tracking, name, path.parent, spec.model_dump(mode="json"))
+        self.tensorboard = TensorBoard(path.parent / "tensorboard") if spec.tracking.tensorboard else None
 
     def log(self, record: dict, step: int) -> None:
         self.metrics.write(record)
         if record["kind"] in ("train", "eval"):
             self.wandb.log(record, step)
+            if self.tensorboard is not None:
+                self.tensorboard.log(record, step)
 
     def sync(self) -> None:
-        """Put the metrics log in storage (a no-op when it is written there directly)."""
+        """Put the metrics log (and TensorBoard events) in storage; nothing to do when they are written there."""
         self.storage.upload(self.metrics.path, self.name, METRICS_FILE)
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+            self.storage.upload(self.tensorboard.folder, self.name, "tensorboard")
 
     def close(self) -> None:
         self.metrics.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self.sync()
         self.wandb.finish()
 

@@ -28,7 +28,7 @@ def train_loop(config: dict) -> dict:
                       rank=ctx.get_world_rank(), world=ctx.get_world_size(), local_rank=ctx.get_local_rank(),
                       callbacks=config.get("callbacks", ()))
     given = ray.train.get_checkpoint()  # Ray's latest after a worker-group restart or a re-run
-    trainer.restore(posixpath.basename(given.path.rstrip("/")) if given is not None else None)
+    trainer.restore(posixpath.basename(given.path.rstrip("/")) if given is not None else None, config.get("session"))
     while not trainer.done:
         if trainer.train_batch():
             metrics = trainer.evaluate()
@@ -36,6 +36,7 @@ def train_loop(config: dict) -> dict:
                 trainer.save(d)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
                                  checkpoint_dir_name=ckpt.dir_name(trainer.batch))
+            trainer.retain_checkpoints()  # the report returned: the checkpoint is in storage
     trainer.close()
     return trainer.last_metrics
 

@@ -143,12 +143,13 @@ class ACTObjective:
         steps = steps or self.steps
         carry = unwrap(model).initial_carry(batch.inputs.shape[0], self.dtype)
         pe = emb(batch.puzzle_identifiers, train=False)
-        step_preds = []
+        step_preds, step_halts = [], []
         for _ in range(steps):
             carry, logits, q = model(carry, batch.inputs, pe)
             step_preds.append(logits.argmax(-1))
-        return Prediction(step_preds[-1], halt_probability(q), answer_probability(logits, step_preds[-1]), step_preds,
-                          steps * self.apps_per_step)
+            step_halts.append(halt_probability(q))
+        return Prediction(step_preds[-1], step_halts[-1], answer_probability(logits, step_preds[-1]), step_preds,
+                          steps * self.apps_per_step, step_halts)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "rows": None if self.rows is None else self.rows.state_dict()}

@@ -48,6 +48,7 @@ class Prediction:
     answer_probability: torch.Tensor  # [B] mean top probability over the predicted answer cells
     step_preds: list[torch.Tensor] | None = None  # [B, L] per supervision step
     applications: int = 0  # block-stack applications per sample
+    step_halts: list[torch.Tensor] | None = None  # [B] sigmoid(q_halt) per step, for objectives that halt
 
 
 def answer_probability(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

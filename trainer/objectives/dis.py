@@ -122,6 +122,11 @@ class DISObjective:
         return Prediction(tokens, halt_probability(q), answer_probability(logits, tokens), step_preds,
                           steps * self.apps_per_step)
 
+    def target_frames(self, inputs: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """One path of training targets [B, steps+1, L] (frames differ per draw), for pictures."""
+        g = torch.Generator(device=inputs.device).manual_seed(seed)
+        return diffusion_frames(inputs, labels, self.steps, self.cfg.schedule, self.cfg.diff, g)
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
