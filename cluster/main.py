@@ -56,10 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(e) -> str:
+    from trainer.config import suggest_key
+
     parts = []
     for err in e.errors():
         field = ".".join(str(x) for x in err["loc"]) or "config"
-        parts.append(f"{field}: {err['msg']}")
+        hint = suggest_key(err["loc"]) if err["type"] == "extra_forbidden" and e.title == "RunSpec" else None
+        parts.append(f"{field}: {err['msg']}" + (f" (did you mean {hint}?)" if hint else ""))
     return "invalid configuration: " + "; ".join(parts)
 
 

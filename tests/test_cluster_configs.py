@@ -14,7 +14,7 @@ import ray
 import yaml
 
 from cluster.main import build_parser
-from trainer.config import load_spec
+from trainer.config import load_spec, parse_assignments
 from tuning.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,9 +112,10 @@ def test_kuberay_cluster_and_jobs_agree_with_each_other_and_the_cli():
         if command == "train":
             _fits(load_spec(run.config, run.set), cpus, gpus, group["maxReplicas"])
         else:
-            space, base = load_space(run.space, run.set)
-            assert base.data.path == build.out
-            trial = space.trial_spec(base, space.first_values() | {"runtime.workers": run.workers_per_trial})
+            space, base = load_space(run.space)
+            trial = space.trial_spec(base, space.first_values() | {"runtime.workers": run.workers_per_trial},
+                                     parse_assignments(run.set))
+            assert trial.data.path == build.out
             _fits(trial, cpus, gpus, group["maxReplicas"], trials=run.concurrency or space.concurrency)
 
 

@@ -125,7 +125,8 @@ def test_training_job_runs_to_success_and_its_checkpoint_loads(head, job_config,
     assert "run job-train: DIS" in _disco("jobs", "logs", job, env=head["env"]).stdout
     listed = _disco("jobs", "list", env=head["env"]).stdout
     assert job in listed and "SUCCEEDED" in listed
-    again = _disco("submit", "--id", job, "--", "train", "--config", str(job_config), env=head["env"])
+    again = _disco("submit", "--id", job, "--", "train", "--config", str(job_config), "--storage", str(tmp_path),
+                   env=head["env"])
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "job submission to" in again.stderr
 
     run = json.loads((tmp_path / "job-train" / "run.json").read_text())
@@ -164,7 +165,7 @@ def test_missing_token_and_bad_requests_fail_in_one_line(head, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
     r = _disco("submit", "--", "rm", "-rf", "/", env=head["env"])
     assert r.returncode == 2 and "COMMAND must be one of" in r.stderr
-    r = _disco("submit", "--env", "DISCO_TEST_UNSET_VARIABLE", "--", "train", env=head["env"])
+    r = _disco("submit", "--env", "DISCO_TEST_UNSET_VARIABLE", "--", "train", "--storage", "/mnt/runs", env=head["env"])
     assert r.returncode == 2 and "not set in this environment" in r.stderr
 
 
@@ -173,3 +174,38 @@ def test_unreachable_jobs_address_fails_fast_in_one_line():
     r = _disco("jobs", "list", "--address", "http://127.0.0.1:9", env=_client_env())
     assert r.returncode == 2 and time.monotonic() - t0 < 30
     assert r.stderr.count("\n") == 1 and "cannot reach the Ray Jobs API at http://127.0.0.1:9" in r.stderr
+
+
+def test_an_address_flag_beats_the_environment(head):
+    """RAY_API_SERVER_ADDRESS (which the docs tell users to export) must not redirect --address."""
+    elsewhere = _client_env(RAY_AUTH_TOKEN=head["env"]["RAY_AUTH_TOKEN"], RAY_API_SERVER_ADDRESS="http://127.0.0.1:9")
+    r = _disco("jobs", "list", "--address", head["address"], env=elsewhere)
+    assert r.returncode == 0, r.stderr
+    r = _disco("jobs", "list", "--address", "http://127.0.0.1:9", env=head["env"])
+    assert r.returncode == 2 and "http://127.0.0.1:9" in r.stderr and head["address"] not in r.stderr
+
+
+def test_a_job_without_durable_storage_is_refused(head, job_config):
+    for storage in ([], ["--storage", "runs"]):
+        r = _disco("submit", "--", "train", "--config", str(job_config), *storage, env=head["env"])
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "temporary working directory" in r.stderr
+
+
+def test_runs_beside_another_ray_instance_finish_without_tracebacks(head, job_config, tmp_path):
+    """The head above is a second Ray instance on this machine: an embedded disco run and a sweep must
+    still find their own cluster (no "multiple active Ray instances"), and the sweep must not hang on
+    placement groups its stopped trials leaked."""
+    env = _client_env(RAY_AUTH_MODE="disabled", OMP_NUM_THREADS="1")
+    storage = str(tmp_path / "runs")
+    r = _disco("train", "--config", str(job_config), "--storage", storage, "--name", "beside", "--no-progress",
+               env=env, timeout=300)
+    assert r.returncode == 0 and "run beside: DIS" in r.stdout, r.stderr[-3000:]
+    assert "Traceback" not in r.stdout + r.stderr and "multiple active Ray instances" not in r.stdout + r.stderr
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"base": str(job_config), "metric": "val_accuracy", "trials": 3, "concurrency": 1,
+                                     "set": {"runtime.workers": 1},
+                                     "params": {"optim.lr": {"choice": [1.0e-6, 3.0e-3]}}}))
+    r = _disco("sweep", "--space", str(space), "--name", "s", "--storage", storage, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stdout + r.stderr and "multiple active Ray instances" not in r.stdout + r.stderr
+    assert r.stdout.count("trial-") >= 3  # the leaderboard lists every trial

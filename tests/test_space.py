@@ -6,6 +6,8 @@ command line (methods as an axis, workers per trial), and the Pareto front of ac
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -54,3 +56,23 @@ def test_pareto_dominance_and_front():
     assert not dominates(a, dict(a), "val_accuracy")  # equal points do not dominate each other
     rows = [a, b, c, _row("d", 0.5, 336), _row("e", None, 18), _row("f", 0.95, 336)]
     assert pareto_front(rows, "val_accuracy") == {"a", "c", "f"}  # unscored trials are not on the front
+
+
+def test_the_command_line_set_wins_over_the_space_set_and_may_not_hide_a_searched_key(tmp_path):
+    """`disco sweep --set` beats the space's own `set:` (as the command line beats a file everywhere);
+    setting a searched parameter is refused instead of silently ignored."""
+    from arc_data.errors import DiscoError
+    from trainer.storage import Storage
+    from tuning.sweep import plan_sweep
+
+    space = tmp_path / "space.yaml"
+    space.write_text("base: dis_cpu_tiny\nset: {train.budget: 120}\nparams: {optim.lr: {choice: [0.001, 0.01]}}\n")
+    storage = Storage.of(str(tmp_path / "runs"))
+    record = plan_sweep(str(space), "s", storage, overrides=["train.budget=20", "train.eval_interval=10",
+                                                              "data.path=somewhere"])
+    trial = record.trial_spec({"optim.lr": 0.01})
+    assert (trial.train.budget, trial.train.eval_interval, trial.optim.lr) == (20, 10, 0.01)
+    assert trial.data.path == str((Path.cwd() / "somewhere").resolve())  # trials run elsewhere: absolute
+    assert plan_sweep(str(space), "t", storage).trial_spec({"optim.lr": 0.01}).train.budget == 120
+    with pytest.raises(DiscoError, match="--set optim.lr is a searched parameter"):
+        plan_sweep(str(space), "u", storage, overrides=["optim.lr=0.5"])

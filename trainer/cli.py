@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from arc_data.cli import command, next_step
+
 from .device import DEVICE_CHOICES
 
 
@@ -14,8 +16,11 @@ def _storage_arg(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="train a model on Ray Train (embedded local Ray unless --address)",
-                       description="Train DIS or TRM-ACT with Ray Train workers doing torch DDP.")
+    t = command(sub, "train", "train a model on Ray Train (embedded local Ray unless --address)", [
+        "disco train --config dis_cpu_tiny --set data.path=data/arc1-tiny",
+        "disco train --config dis_compact --address auto --workers 4 --gpus-per-worker 1",
+        "disco train --resume dis-20261205-101500 --set train.budget=600"],
+        "Train DIS or TRM-ACT with Ray Train workers doing torch DDP.")
     t.add_argument("--config", help="YAML file or shipped preset name, e.g. dis_cpu_tiny or configs/dis_cpu_tiny.yaml (not needed with --resume)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
@@ -25,18 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--workers", type=int, help="Ray Train workers (overrides runtime.workers)")
     t.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (overrides runtime.cpus_per_worker)")
     t.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (overrides runtime.gpus_per_worker)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar or batch lines (evaluations still print)")
     _storage_arg(t)
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint: pass@k, submission.json, per-puzzle report")
+    e = command(sub, "eval", "evaluate a checkpoint: pass@k, submission.json, per-puzzle report",
+                ["disco eval --checkpoint dis-20261205-101500 --out eval/", "disco eval --checkpoint best/ --votes 8"])
     e.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run name (its best checkpoint)")
     e.add_argument("--data", help="dataset directory (default: the one the checkpoint was trained on)")
     e.add_argument("--eval-steps", type=int, help="supervision steps at inference (default: as trained)")
     e.add_argument("--votes", type=int, help="augmented versions voted per test pair (default: the run's setting)")
     e.add_argument("--out", help="write metrics.json, submission.json and puzzles.json here")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    e.add_argument("--batch-size", type=int, default=64, help="rows per evaluation batch (default 64)")
+    e.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to evaluate (default: a GPU if any)")
     e.add_argument("--allow-fingerprint-mismatch", action="store_true",
                    help="evaluate on data other than the checkpoint's own")
     e.add_argument("--empty-crops", choices=("vote", "skip"),
@@ -46,21 +52,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     _storage_arg(e)
     e.set_defaults(func=_eval)
 
-    p = sub.add_parser("predict", help="predict the test outputs of an ARC task JSON file")
+    p = command(sub, "predict", "predict the test outputs of an ARC task JSON file",
+                ["disco predict --checkpoint dis-20261205-101500 --task 007bbfb7.json --png steps.png"])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or run name")
     p.add_argument("--task", required=True, help="ARC task JSON ({'train': [...], 'test': [...]})")
     p.add_argument("--png", help="also draw input, every supervision step and target to this PNG")
     p.add_argument("--steps", type=int, help="supervision steps (default: as trained)")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to predict (default: a GPU if any)")
     _storage_arg(p)
     p.set_defaults(func=_predict)
 
-    r = sub.add_parser("runs", help="list runs in the storage, or show one")
-    r.add_argument("action", nargs="?", choices=("list", "show"), default="list")
-    r.add_argument("name", nargs="?", help="run name (for show)")
-    r.add_argument("--json", action="store_true")
+    _register_runs(sub)
+
+
+def _register_runs(sub: argparse._SubParsersAction) -> None:
+    r = command(sub, "runs", "list runs, show one, watch one while it trains, plot runs", [
+        "disco runs list", "disco runs show dis-20261205-101500", "disco runs watch dis-20261205-101500",
+        "disco runs plot dis-a trm-a --out curves.png"])
+    r.add_argument("action", nargs="?", choices=("list", "show", "watch", "plot"), default="list")
+    r.add_argument("names", nargs="*", metavar="RUN", help="run name(s): one for show and watch, any for plot")
+    r.add_argument("--json", action="store_true", help="list/show: machine-readable output")
+    r.add_argument("--out", help="plot: the PNG to write")
+    r.add_argument("--interval", type=float, default=5.0, help="watch: seconds between refreshes (default 5)")
+    r.add_argument("--once", action="store_true", help="watch: print the view once and exit")
     _storage_arg(r)
     r.set_defaults(func=_runs)
+
+    c = command(sub, "config", "print a preset's fully resolved, validated run config",
+                ["disco config show dis_cpu_tiny", "disco config show dis_compact --set optim.lr=3e-4"])
+    c.add_argument("action", choices=("show",))
+    c.add_argument("preset", help="YAML file or shipped preset name")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value (repeatable)")
+    c.set_defaults(func=_config)
 
 
 def _worker_flags(args: argparse.Namespace) -> list[str]:
@@ -74,7 +97,7 @@ def _train(args: argparse.Namespace) -> None:
     from arc_data.errors import DiscoError
 
     from .config import load_spec
-    from .launch import train
+    from .launch import RunInterrupted, train
     from .runs import Run
     from .storage import Storage
 
@@ -89,9 +112,16 @@ def _train(args: argparse.Namespace) -> None:
         if not args.config:
             raise DiscoError("--config is required (e.g. --config configs/dis_cpu_tiny.yaml), or --resume RUN")
         spec = load_spec(args.config, sets)
-    out = train(spec, storage, name=args.resume or args.name, address=args.address, resume=bool(args.resume),
-                progress=not args.no_progress)
+    try:
+        out = train(spec, storage, name=args.resume or args.name, address=args.address, resume=bool(args.resume),
+                    progress="evals" if args.no_progress else "bar")
+    except RunInterrupted as e:
+        print(next_step(f"disco train --resume {e.name}", args.storage), file=sys.stderr)
+        raise
     print(_summary(out, spec))
+    if out.best:
+        print(next_step(f"disco eval --checkpoint {out.name}", args.storage,
+                        also=f"disco pull {out.name} --out best/"))
 
 
 def _summary(out, spec) -> str:
@@ -157,38 +187,90 @@ def _predict(args: argparse.Namespace) -> None:
                                               and (p.final == p.target).all() else "  (wrong)")
         print(f"test pair {p.test_pair}: predicted {p.final.shape[0]}x{p.final.shape[1]}{status}")
         print(side_by_side([p.input, p.final] + ([p.target] if p.target is not None else []), colour=sys.stdout.isatty()))
-        rows.append((f"test {p.test_pair}: input, steps 1..{len(p.steps)}" + (", target" if p.target is not None else ""),
-                     [p.input, *p.steps] + ([p.target] if p.target is not None else [])))
+        rows += _step_rows(p, loaded.spec.method)
     if args.png:
         save_png(rows, args.png)
         print(f"wrote {args.png}")
 
 
+def _step_rows(p, method: str) -> list[tuple[str, list]]:
+    """PNG rows for one test pair: the input, every supervision step and the target, each captioned;
+    TRM-ACT steps carry their halting probability, DIS adds the path of targets the steps train on."""
+    n = len(p.steps)
+    first_halt = next((s for s, h in enumerate(p.halts or [], start=1) if h > 0.5), None)
+    steps = [(f"step {s}/{n}" + (f"\nhalt {p.halts[s - 1]:.2f}" + (" <- halts" if s == first_halt else "")
+                                 if p.halts else ""), g) for s, g in enumerate(p.steps, start=1)]
+    title = f"test {p.test_pair} ({method.upper()}): input, {n} supervision steps" + (", target" if p.target is not None else "")
+    rows = [(title, [("input", p.input), *steps] + ([("target", p.target)] if p.target is not None else []))]
+    if p.frames:
+        rows.append((f"test {p.test_pair}: DIS training targets (one sampled path) that step s learns to produce",
+                     [("input", p.input)] + [(f"frame {s}/{len(p.frames)}", f) for s, f in enumerate(p.frames, 1)]))
+    return rows
+
+
 def _runs(args: argparse.Namespace) -> None:
+    from arc_data.errors import DiscoError
+
     from .storage import Storage
 
     storage = Storage.of(args.storage)
     if args.action == "list":
         _list_runs(storage, args.json)
-    else:
-        _show_run(storage, args.name, args.json)
+        return
+    if not args.names or (args.action != "plot" and len(args.names) > 1):
+        raise DiscoError(f"runs {args.action} needs {'one or more run names' if args.action == 'plot' else 'a run name'}")
+    if args.action == "show":
+        _show_run(storage, args.names[0], args.json)
+        return
+    from .monitor import plot, watch
+    from .runs import Run
+
+    runs = [Run(storage, n) for n in args.names]
+    for run in runs:
+        run.record  # noqa: B018 - one line naming a missing run, before anything runs
+    if args.action == "watch":
+        watch(runs[0], args.interval, args.once)
+        return
+    if not args.out:
+        raise DiscoError("runs plot needs --out FILE.png")
+    print(f"wrote {plot(runs, args.out)}")
+
+
+def _config(args: argparse.Namespace) -> None:
+    import yaml
+
+    from .config import load_spec
+
+    print(yaml.safe_dump(load_spec(args.preset, args.set).model_dump(mode="json"), sort_keys=False), end="")
 
 
 def _list_runs(storage, as_json: bool) -> None:
-    from .runs import list_runs
+    from .runs import Run, list_runs
 
-    runs = list_runs(storage)
+    rows = []
+    for record in list_runs(storage):
+        best = Run(storage, record.name).best(record.spec.train.select_metric)
+        rows.append((record, best))
+    sweeps = [n for n in storage.listdir() if storage.exists(n, "sweep.json")]
     if as_json:
-        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+        print(json.dumps({"runs": [r.model_dump(mode="json") | {"best": b.name if b else None, "best_metrics": b.metrics if b
+                                   else {}} for r, b in rows], "sweeps": sweeps}, indent=2))
         return
-    if not runs:
+    if not rows and not sweeps:
         print(f"no runs in {storage.uri}")
         return
-    print(f"{'name':32} {'method':6} {'status':11} {'batch':>7} {'pass@2':>7} {'train exact':>11}  updated")
-    for r in runs:
-        m = r.metrics
-        print(f"{r.name:32} {r.method:6} {r.status:11} {m.get('batch', '-'):>7} "
-              f"{m.get('pass@2', float('nan')):7.3f} {m.get('train_exact_accuracy', float('nan')):11.3f}  {r.updated}")
+    width = max([len("name"), *(len(r.name) for r, _ in rows)])
+    print(f"{'name':{width}}  {'method':6} {'status':11} {'best':>7} {'pass@2':>7} {'train exact':>11}  updated")
+    for r, best in rows:  # a run's figures are its best checkpoint's, whatever state the run is in
+        m = best.metrics if best else {}
+        cells = [str(best.batch) if best else "-", _cell(m.get("pass@2")), _cell(m.get("train_exact_accuracy"))]
+        print(f"{r.name:{width}}  {r.method:6} {r.status:11} {cells[0]:>7} {cells[1]:>7} {cells[2]:>11}  {r.updated}")
+    for name in sweeps:
+        print(f"{name:{width}}  sweep  (see `disco best {name}`; its trials: --storage {storage.join(name, 'runs')})")
+
+
+def _cell(value) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
 def _show_run(storage, name: str | None, as_json: bool) -> None:
@@ -202,8 +284,10 @@ def _show_run(storage, name: str | None, as_json: bool) -> None:
         raise DiscoError("runs show needs a run name")
     run = Run(storage, name)
     record, checkpoints, evals = run.record, run.checkpoints(), run.metrics("eval")
+    best = run.best()
     if as_json:
         print(json.dumps(record.model_dump(mode="json") | {"checkpoints": [asdict(c) for c in checkpoints],
+                                                           "best_checkpoint": best.name if best else None,
                                                            "evaluations": evals}, indent=2))
         return
     print(f"run {record.name} ({record.status}), {record.method}, dataset {record.dataset.path} "
@@ -217,4 +301,5 @@ def _show_run(storage, name: str | None, as_json: bool) -> None:
               f"train exact {ev.get('train_exact_accuracy', 0):.3f}")
     for c in checkpoints:
         print(f"  {c.name}{'' if c.complete else '  (incomplete)'}")
-    print(f"  best checkpoint: {record.best_checkpoint}")
+    print(f"  best checkpoint: {run.checkpoint_location(best.name) if best else 'none yet'} "
+          f"(by {record.spec.train.select_metric})")

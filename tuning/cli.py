@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
+from arc_data.cli import command, next_step
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("sweep", help="search configs with Ray Tune + Optuna (TPE) + ASHA",
-                       description="Run a hyperparameter sweep; every trial is a real disco training run.")
+    s = command(sub, "sweep", "search configs with Ray Tune + Optuna (TPE) + ASHA", [
+        "disco sweep --space cpu_tiny --name tiny", "disco sweep --space width --name w --objective pareto",
+        "disco sweep --resume tiny"], "Run a hyperparameter sweep; every trial is a real disco training run.")
     s.add_argument("--space", help="search space YAML, or the name of a shipped one (configs/sweeps/: cpu_tiny, "
                                     "dis_schedules, width)")
     s.add_argument("--name", help="sweep name (required unless --resume)")
@@ -27,13 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--storage", help="storage for sweeps and their runs (default ./runs or $DISCO_STORAGE)")
     s.set_defaults(func=_sweep)
 
-    b = sub.add_parser("best", help="leaderboard of a sweep")
+    b = command(sub, "best", "leaderboard of a sweep", ["disco best tiny", "disco best tiny --json"])
     b.add_argument("sweep")
     b.add_argument("--json", action="store_true")
     b.add_argument("--storage")
     b.set_defaults(func=_best)
 
-    p = sub.add_parser("pull", help="export a sweep's (or run's) best checkpoint as a self-contained directory")
+    p = command(sub, "pull", "export a sweep's (or run's) best checkpoint as a self-contained directory",
+                ["disco pull tiny --out best/", "disco pull dis-20261205-101500 --out best/ --storage s3://bucket/runs"])
     p.add_argument("ref", metavar="SWEEP|RUN")
     p.add_argument("--rank", type=int, default=1, help="leaderboard position to export (default 1)")
     p.add_argument("--out", required=True, help="directory to create")
@@ -41,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", help="local path or s3://, gs://… (default ./runs or $DISCO_STORAGE)")
     p.set_defaults(func=_pull)
 
-    c = sub.add_parser("compare", help="DIS vs TRM-ACT at equal width, data, seeds and budget: report.md/.html")
+    c = command(sub, "compare", "DIS vs TRM-ACT at equal width, data, seeds and budget: report.md/.html", [
+        "disco compare --preset cpu_tiny --seeds 1", "disco compare --preset compact --budget samples=5120000 --address auto",
+        "disco compare --from dis-a trm-a --out report/"])
     c.add_argument("--preset", help="compact | medium | cpu_tiny (pairs configs/dis_X.yaml with configs/trm_X.yaml)")
     c.add_argument("--from", dest="runs", nargs="+", metavar="RUN", help="assemble finished runs instead of training")
     c.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
@@ -74,8 +81,13 @@ def _sweep(args: argparse.Namespace) -> None:
                                workers_per_trial=args.workers_per_trial, objective=args.objective,
                                study_url=args.study_url)
         record = plan_sweep(args.space, args.name, storage, request, args.set)  # validated before Ray starts
-    run_sweep(record, storage, args.address, resume=bool(args.resume))
+    try:
+        run_sweep(record, storage, args.address, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        print(next_step(f"disco sweep --resume {record.name}", args.storage), file=sys.stderr)
+        raise
     _print_leaderboard(storage, record.name)
+    print(next_step(f"disco pull {record.name} --out best/", args.storage))
 
 
 def _print_leaderboard(storage, name: str) -> None:
@@ -105,7 +117,8 @@ def _pull(args: argparse.Namespace) -> None:
     from .export import pull
 
     out = pull(args.ref, Storage.of(args.storage), args.out, args.rank, args.force)
-    print(f"exported {out}  (load with `disco eval --checkpoint {out}`; see {out}/MODEL_CARD.md)")
+    print(f"exported {out}  (see {out}/MODEL_CARD.md)")
+    print(next_step(f"disco eval --checkpoint {out}", also=f"disco predict --checkpoint {out} --task TASK.json"))
 
 
 def _compare(args: argparse.Namespace) -> None:

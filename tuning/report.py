@@ -5,6 +5,8 @@ exact accuracy on training puzzles), plots and example grids, all read back from
 from __future__ import annotations
 
 import html
+import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,7 @@ NOTES = ["pass@k: Wilson intervals over all (puzzle, seed) scores pooled; train 
 
 def _plots(runs: list[ComparedRun], out: Path) -> list[str]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -39,11 +42,14 @@ def _plots(runs: list[ComparedRun], out: Path) -> list[str]:
         # Compute actually spent up to each log: batches x rows x block applications per row.
         compute = [x["batch"] * r.spec.train.global_batch_size * r.apps_per_row for x in recs]
         label = f"{r.method.upper()} seed {r.spec.train.seed}"
-        axes[0].plot([x["train_time_s"] for x in recs], acc, color=COLOURS[r.method], alpha=0.8, label=label)
-        axes[1].plot(compute, acc, color=COLOURS[r.method], alpha=0.8, label=label)
+        style = dict(color=COLOURS[r.method], alpha=0.8, label=label, marker="o", markersize=3)  # one log is a point
+        axes[0].plot([x["train_time_s"] for x in recs], acc, **style)
+        axes[1].plot(compute, acc, **style)
     axes[0].set_xlabel("training wall-clock (s)")
     axes[1].set_xlabel("block applications (cumulative, all samples)")
     axes[1].set_xscale("log")
+    axes[1].xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=5))  # labels that do not overlap
+    axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in axes:
         ax.set_ylabel("training token accuracy")
         ax.legend(fontsize=7)
@@ -106,12 +112,24 @@ def _examples(runs: list[ComparedRun], out: Path) -> str | None:
     return "examples.png"
 
 
+def _format(fmt: str, value) -> str:
+    """A table cell; no value (e.g. TRM-ACT's training cost before any sample halted) is "-"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def _code(text: str) -> str:
+    """Markdown `code` spans as HTML."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def _table(runs: list[ComparedRun]) -> tuple[list[str], list[list[str]], dict]:
     table = summarise(runs)
     header = ["method", *(c[1] for c in COLUMNS), "pass@1 [95% CI]", "pass@2 [95% CI]", "train puzzles exact", "runs"]
     body = []
     for method, row in table.items():
-        cells = [method.upper()] + [fmt.format(row[k]) if row[k] is not None else "-" for k, _, fmt in COLUMNS]
+        cells = [method.upper()] + [_format(fmt, row[k]) for k, _, fmt in COLUMNS]
         for k in ("pass@1", "pass@2"):
             lo, hi = row[f"{k}_ci"]
             cells.append(f"{row[k]:.3f} [{lo:.3f}, {hi:.3f}]")
@@ -132,6 +150,9 @@ def write_report(runs: list[ComparedRun], out: str | Path, title: str) -> Path:
     notes = [f"Data: `{spec.data.path}` (fingerprint `{first.dataset.fingerprint[:12]}`), "
              f"{next(iter(table.values()))['puzzles']} scored puzzles per run; width D={spec.model.hidden_size}; "
              f"scoring: {', '.join(scorings)}.", *NOTES]
+    if short := [r.run.name for r in runs if len(r.evals) < 2 or len(r.train) < 2]:
+        notes.append(f"Not enough evaluations or training logs for curves in {', '.join(short)}: the plots show "
+                     "single points; give the runs a longer budget for trends.")
     md = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c) + " |" for c in body]
     md += ["", *notes, "", *(f"![{p}]({p})" for p in pictures), "", "Runs: " + ", ".join(f"`{r.run.name}`" for r in runs), ""]
@@ -141,7 +162,7 @@ def write_report(runs: list[ComparedRun], out: str | Path, title: str) -> Path:
          "padding:4px 8px}table{border-collapse:collapse}</style>", f"<h1>{html.escape(title)}</h1><table><tr>"]
     h += ["".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
     h += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
-    h += ["</table>", *(f"<p>{html.escape(n)}</p>" for n in notes)]
+    h += ["</table>", *(f"<p>{_code(n)}</p>" for n in notes)]
     h += [f'<p><img src="{p}" style="max-width:100%"></p>' for p in pictures]
     atomic_write_text(out / "report.html", "\n".join(h))
     return out / "report.md"

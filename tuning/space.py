@@ -105,14 +105,15 @@ class SweepSpace(BaseModel):
         return {k: p.choice[0] if p.choice is not None else (p.uniform or p.loguniform or p.randint)[0]
                 for k, p in self.params.items()}
 
-    def trial_spec(self, base: RunSpec, params: dict[str, Any]) -> RunSpec:
-        """The run config of one trial: base + set + sampled params (dotted keys, or `method`) + the
-        sweep's selection settings, validated like the command line."""
+    def trial_spec(self, base: RunSpec, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunSpec:
+        """The run config of one trial, validated like the command line: the base preset, then the
+        space's `set`, then the command line's `--set` (dotted keys; it wins over the file, as
+        everywhere), then the sampled params (dotted keys, or `method`) and the sweep's selection settings."""
         from trainer.objectives import CONFIGS
 
         raw = merge(base.model_dump(mode="json"), {"data": {"validation_fraction": self.validation_fraction},
                                                    "train": {"select_metric": self.metric}})
-        for key, value in {**self.set, **params}.items():
+        for key, value in {**self.set, **(overrides or {}), **params}.items():
             if key == "method":  # the network follows the objective (e.g. DIS's step embedding)
                 raw = merge(raw, {"objective": {"method": value}, "model": CONFIGS[value].model_settings})
             else:
@@ -130,8 +131,8 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
-def load_space(ref: str | Path, overrides: list[str] | None = None) -> tuple[SweepSpace, RunSpec]:
-    """The space (a file, or a shipped space by name) and its base config with `--set` overrides."""
+def load_space(ref: str | Path) -> tuple[SweepSpace, RunSpec]:
+    """The space (a file, or a shipped space by name) and its base preset's config."""
     path = preset_path(ref, "sweep")
     try:
         space = SweepSpace.model_validate(read_yaml_mapping(path, "search space"))
@@ -141,6 +142,12 @@ def load_space(ref: str | Path, overrides: list[str] | None = None) -> tuple[Swe
     # The base preset: as given (absolute or from the working directory), beside the space file or
     # up to two levels above it (configs/sweeps/x.yaml -> configs/...), else a shipped preset.
     candidates = [Path(space.base), *(parent / space.base for parent in list(path.resolve().parents)[:3])]
-    base = load_spec(next((c for c in candidates if c.is_file()), space.base), overrides)
-    # Trials run in Ray's session directory: the dataset path must be absolute.
-    return space, derive(base, {"data": {"path": str(Path(base.data.path).expanduser().resolve())}})
+    base = load_spec(next((c for c in candidates if c.is_file()), space.base))
+    # Trials run in Ray's session directory: every dataset path must be absolute.
+    if "data.path" in space.set:
+        space = space.model_copy(update={"set": space.set | {"data.path": absolute(space.set["data.path"])}})
+    return space, derive(base, {"data": {"path": absolute(base.data.path)}})
+
+
+def absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())

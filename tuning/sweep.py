@@ -14,16 +14,16 @@ is derived by `SweepSpace.trial_spec` and validated; `plan_sweep` validates one 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arc_data.errors import DiscoError
-from trainer.config import RunSpec
+from trainer.config import RunSpec, parse_assignments
 from trainer.runs import Run, now
 from trainer.storage import Storage
 
-from .space import SweepSpace, load_space
+from .space import SweepSpace, absolute, load_space
 
 SWEEP_FILE = "sweep.json"
 RUNS = "runs"
@@ -38,7 +38,8 @@ class SweepRecord(BaseModel):
 
     name: str
     space: SweepSpace
-    base: RunSpec = Field(description="the base run config, with --set overrides")
+    base: RunSpec = Field(description="the base preset's run config")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="--set of the command line (dotted keys)")
     trials: int = Field(ge=1)
     concurrency: int = Field(ge=1)
     workers_per_trial: int = Field(1, ge=1)
@@ -58,7 +59,7 @@ class SweepRecord(BaseModel):
 
     def trial_spec(self, params: dict) -> RunSpec:
         """One trial's run config (the sampled params plus this sweep's workers per trial)."""
-        return self.space.trial_spec(self.base, {**params, "runtime.workers": self.workers_per_trial})
+        return self.space.trial_spec(self.base, {**params, "runtime.workers": self.workers_per_trial}, self.overrides)
 
 
 def read_sweep(storage: Storage, name: str, missing_ok: bool = False) -> SweepRecord | None:
@@ -94,7 +95,12 @@ def plan_sweep(space_ref: str, name: str, storage: Storage, request: SweepReques
     if storage.exists(name):
         raise DiscoError(f"sweep {name!r} already exists in {storage.uri}; continue it with "
                          f"`disco sweep --resume {name}` or pick another --name")
-    space, base = load_space(space_ref, overrides)
+    space, base = load_space(space_ref)
+    sets = parse_assignments(overrides or [])
+    if clash := sorted(set(sets) & set(space.params)):
+        raise DiscoError(f"--set {clash[0]} is a searched parameter of the space; drop it from --set or from params")
+    if "data.path" in sets:  # trials run in Ray's session directory
+        sets["data.path"] = absolute(sets["data.path"])
     study_url = request.study_url
     if study_url is None:
         if not storage.is_local:
@@ -102,7 +108,8 @@ def plan_sweep(space_ref: str, name: str, storage: Storage, request: SweepReques
         study_url = f"sqlite:///{storage.path(name, 'study.db')}"
     record = SweepRecord(name=name, space=space, base=base, trials=request.trials or space.trials,
                          concurrency=request.concurrency or space.concurrency,
-                         workers_per_trial=request.workers_per_trial, objective=request.objective, study_url=study_url)
+                         workers_per_trial=request.workers_per_trial, objective=request.objective, study_url=study_url,
+                         overrides=sets)
     record.trial_spec(space.first_values())  # fail now, not in trial 17
     return record
 
