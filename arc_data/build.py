@@ -40,6 +40,12 @@ def _select_tasks(sources: list[Source], cfg: BuildConfig) -> list[Task]:
             if not any(want in (t.subset, t.subset.split("/")[-1]) for t in tasks):
                 raise DataError(f"--subsets: no subset named {want!r}; available: {', '.join(known)}")
         tasks = [t for t in tasks if t.subset in cfg.subsets or t.subset.split("/")[-1] in cfg.subsets]
+    if cfg.groups:
+        known = sorted({t.group for t in tasks if t.group})
+        for want in cfg.groups:
+            if want not in known:
+                raise DataError(f"--groups: no group named {want!r}; available: {', '.join(known) or 'none'}")
+        tasks = [t for t in tasks if t.group in cfg.groups]
     tasks = [t for t in tasks if t.max_side <= cfg.grid_limit]
     by_subset: dict[str, list[Task]] = {}
     for t in tasks:
@@ -69,7 +75,8 @@ def _check_overlap(tasks: list[Task], allow: bool) -> tuple[list[Task], int]:
                 "most ARC-AGI-1 evaluation tasks); drop one with --subsets or pass --allow-overlap"
             )
         seen[t.task_id] = t.subset
-    scored = {(grid_hash(p.input), grid_hash(p.output)) for t in tasks if t.role == "eval" for p in t.test}
+    scored = {(grid_hash(p.input), grid_hash(p.output)) for t in tasks if t.role == "eval" for p in t.test
+              if p.output is not None}
     dropped, kept = 0, []
     for t in tasks:
         if t.role == "train":
@@ -85,6 +92,13 @@ def _train_pairs(t: Task):
     return t.train + (t.test if t.role == "train" else [])
 
 
+_NO_OUTPUT = np.zeros((0, 0), np.uint8)  # stored for a test input without a solution (0x0: never a real grid)
+
+
+def _output(p) -> np.ndarray:
+    return _NO_OUTPUT if p.output is None else p.output
+
+
 def _examples_table(tasks: list[Task]) -> dict[str, list]:
     cols: dict[str, list] = {k: [] for k in ("task_index", "split", "kind", "pair_index", "in_h", "in_w",
                                              "out_h", "out_w", "input", "output")}
@@ -98,15 +112,15 @@ def _examples_table(tasks: list[Task]) -> dict[str, list]:
                 # (kind, pair_index) locate the pair in the task JSON's own "train"/"test" list.
                 for key, value in (("task_index", ti), ("split", split), ("kind", kind), ("pair_index", i),
                                    ("in_h", p.input.shape[0]), ("in_w", p.input.shape[1]),
-                                   ("out_h", p.output.shape[0]), ("out_w", p.output.shape[1]),
-                                   ("input", p.input.tobytes()), ("output", p.output.tobytes())):
+                                   ("out_h", _output(p).shape[0]), ("out_w", _output(p).shape[1]),
+                                   ("input", p.input.tobytes()), ("output", _output(p).tobytes())):
                     cols[key].append(value)
     return cols
 
 
 def _task_versions(ti: int, task: Task, cfg: BuildConfig) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([cfg.seed, _task_seed(task.task_id)])
-    all_pairs = [(p.input, p.output) for p in task.train + task.test]
+    all_pairs = [(p.input, _output(p)) for p in task.train + task.test]
     tids, cmaps = select_versions(all_pairs, cfg.augmentations, rng, cfg.retries_factor)
     shapes = np.array([[*p.input.shape, *p.output.shape] for p in _train_pairs(task)], dtype=np.int64)
     trans = draw_translations(rng, tids, shapes, cfg.canvas).reshape(tids.size, -1)
@@ -164,10 +178,13 @@ def _write_tables(tasks: list[Task], cfg: BuildConfig, folder: Path, progress: b
     fp = Fingerprint(cfg.canvas)
     counts = {"n_versions": np.array(_write_versions(tasks, cfg, folder / "versions.arrow", fp, progress), np.int64),
               "n_train": np.array([len(_train_pairs(t)) for t in tasks], dtype=np.int64),
-              "n_test": np.array([len(t.test) if t.role == "eval" else 0 for t in tasks], dtype=np.int64)}
+              "n_test": np.array([len(t.test) if t.role == "eval" else 0 for t in tasks], dtype=np.int64),
+              "unlabelled": np.array([t.unlabelled for t in tasks], dtype=np.int64)}
+    # Only corpora with groups get the column, so other datasets keep their fingerprints.
+    groups = {"group": [t.group for t in tasks]} if any(t.group for t in tasks) else {}
     tables = {
         "tasks": TABLES["tasks"]({"task_id": [t.task_id for t in tasks], "subset": [t.subset for t in tasks],
-                                  "role": [t.role for t in tasks], **counts}),
+                                  "role": [t.role for t in tasks], **groups, **counts}),
         "examples": TABLES["examples"](_examples_table(tasks)),
     }
     for name, table in tables.items():
@@ -177,13 +194,14 @@ def _write_tables(tasks: list[Task], cfg: BuildConfig, folder: Path, progress: b
 
 
 def _counts(c: dict, cfg: BuildConfig, dropped: int) -> Counts:
-    n_versions, n_train, n_test = c["n_versions"], c["n_train"], c["n_test"]
+    n_versions, n_train, n_test, unlabelled = c["n_versions"], c["n_train"], c["n_test"], c["unlabelled"]
     return Counts(tasks=len(n_versions), eval_tasks=int((n_test > 0).sum()), versions=int(n_versions.sum()),
                   num_identifiers=int(n_versions.sum()) + 1, base_train_pairs=int(n_train.sum()),
                   base_test_pairs=int(n_test.sum()), train_examples=int((n_versions * n_train).sum()),
                   test_examples=int((n_versions * n_test).sum()),
                   short_groups=int((n_versions < cfg.augmentations + 1).sum()), min_group=int(n_versions.min()),
-                  dropped_leaking_pairs=dropped)
+                  dropped_leaking_pairs=dropped, unlabelled_test_pairs=int(unlabelled.sum()),
+                  scored_tasks=int(((n_test - unlabelled) > 0).sum()))
 
 
 def _replace(tmp: Path, out: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 
 from .manifest import BuildConfig
 
@@ -48,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "gives 100-token sequences for CPU runs); keeps only tasks that fit")
     b.add_argument("--subsets", nargs="+", help="keep only these subsets (e.g. training, arc1/evaluation)")
     b.add_argument("--eval-subsets", nargs="+",
-                   help="subsets whose test pairs form the test split (default: names with eval/test, flat dirs)")
+                   help="subsets whose test pairs are predicted (and scored where solutions exist); the others train "
+                        "on every pair (default: every subset whose name does not mention 'train')")
+    b.add_argument("--groups", nargs="+", help="keep only these groups (concept folders of a corpus, e.g. AboveBelow)")
     b.add_argument("--allow-overlap", action="store_true",
                    help="allow a task in several subsets and training pairs equal to scored test pairs")
     b.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -80,30 +83,62 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> None:
     from .build import build_dataset
+    from .dataset import ArcDataset
 
     cfg = BuildConfig(sources=args.source, augmentations=args.augmentations, seed=args.seed, max_grid=args.max_grid,
-                      tasks=args.tasks, subsets=args.subsets, eval_subsets=args.eval_subsets,
+                      tasks=args.tasks, subsets=args.subsets, eval_subsets=args.eval_subsets, groups=args.groups,
                       allow_overlap=args.allow_overlap, canvas=args.canvas)
-    m = build_dataset(cfg, args.out, force=args.force, progress=sys.stderr.isatty())
-    _print_summary(args.out, m)
+    build_dataset(cfg, args.out, force=args.force, progress=sys.stderr.isatty())
+    _print_summary(ArcDataset(args.out))
 
 
-def _print_summary(path: str, m) -> None:
+def _print_summary(ds) -> None:
+    m = ds.manifest
     c = m.counts
     size = sum(f.bytes for f in m.files)
-    print(f"dataset      {path}")
+    print(f"dataset      {ds.root}")
     print(f"fingerprint  {m.fingerprint}")
     print(f"sources      {', '.join(s.spec for s in m.sources)}  (augmentations {m.build.augmentations}, seed {m.build.seed})")
-    print(f"puzzles      {c.tasks} ({c.eval_tasks} scored on their test pairs)")
+    print(f"puzzles      {c.tasks} ({c.eval_tasks} with test pairs to predict, {int((ds.n_scored > 0).sum())} scored)")
+    for line in _subset_lines(ds):
+        print(line)
+    if any(ds.groups):
+        counts = Counter(ds.groups)
+        shown = ", ".join(f"{g} {n}" for g, n in sorted(counts.items())[:12]) + (", ..." if len(counts) > 12 else "")
+        print(f"groups       {len(counts)}: {shown}  (filter with --groups)")
     print(f"versions     {c.versions} puzzle identifiers (+1 blank); {c.short_groups} puzzles short of "
           f"{m.build.augmentations + 1}, smallest {c.min_group}")
-    print(f"base pairs   {c.base_train_pairs} train, {c.base_test_pairs} test")
+    unlabelled = f" ({c.unlabelled_test_pairs} without solutions: predicted, not scored)" if c.unlabelled_test_pairs else ""
+    print(f"base pairs   {c.base_train_pairs} train, {c.base_test_pairs} test{unlabelled}")
     side = m.build.canvas
     print(f"rows         {c.train_examples} train, {c.test_examples} test, {side}x{side} canvas = {side * side} "
           "tokens (rendered on the fly)")
+    most = int(ds.n_train.max()) if len(ds.n_train) else 0
+    if most > 64:
+        print(f"examples     up to {most} training examples per puzzle: a puzzle that overflows a global batch is "
+              "truncated there each epoch; data.max_examples_per_puzzle samples K per epoch instead")
     if c.dropped_leaking_pairs:
         print(f"leakage      {c.dropped_leaking_pairs} training pair(s) equal to scored test pairs were dropped")
     print(f"on disk      {size / 2**20:.1f} MiB in {len(m.files)} tables + manifest.json")
+
+
+def _subset_lines(ds) -> list[str]:
+    """One line per subset: its role, why, and what it holds."""
+    from .sources import role_rule
+
+    lines = []
+    for subset in dict.fromkeys(ds.subsets):
+        idx = [i for i, s in enumerate(ds.subsets) if s == subset]
+        role = ds.roles[idx[0]]
+        what = f"{len(idx)} puzzles"
+        if role == "eval":
+            scored, total = int(ds.n_scored[idx].sum()), int(ds.n_test[idx].sum())
+            what += f", {total} test pairs ({scored} with solutions)" if total else ", no test pairs"
+            what += "; demonstrations trained on, test pairs predicted"
+        else:
+            what += "; every pair trained on"
+        lines.append(f"subset       {subset}: {role} ({role_rule(subset, ds.manifest.build.eval_subsets)}): {what}")
+    return lines
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -115,7 +150,7 @@ def _info(args: argparse.Namespace) -> None:
     if args.json:
         print(ds.manifest.model_dump_json(indent=2))
         return
-    _print_summary(args.dir, ds.manifest)
+    _print_summary(ds)
     if args.verify:
         print("verified     fingerprint recomputed from the tables matches")
 
@@ -134,7 +169,8 @@ def _show(args: argparse.Namespace) -> None:
         _, tid, cmap = ds.version_of(ident)
         grids = []
         for e in range(int(ds.task_ex_start[t]), int(ds.task_ex_start[t + 1])):
-            pair = [augment(ds.grid(e, side), tid, cmap) for side in ("input", "output")]
+            sides = ("input", "output") if ds.labelled[e] else ("input",)  # a test input may lack its solution
+            pair = [augment(ds.grid(e, side), tid, cmap) for side in sides]
             split = "train" if ds.ex_split[e] == TRAIN else "test"
             text_rows.append((f"{ds.name(ident)}  {split} split ({ds.ex_kind[e]} pair {ds.ex_pair[e]})", pair))
             grids += pair

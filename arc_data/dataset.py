@@ -17,6 +17,7 @@ from .canvas import render
 from .errors import DataError
 from .grids import IGNORE_LABEL, PAD, unaugment, version_name
 from .manifest import Manifest
+from .sources import Pair, Task
 from .tables import TEST, TRAIN, fingerprint, read_table
 
 __all__ = ["TEST", "TRAIN", "ArcDataset", "Batch", "TrainSampler"]
@@ -63,6 +64,8 @@ class ArcDataset:
 
         self.task_ids: list[str] = tasks.column("task_id").to_pylist()
         self.subsets: list[str] = tasks.column("subset").to_pylist()
+        self.roles: list[str] = tasks.column("role").to_pylist()
+        self.groups: list[str] = tasks.column("group").to_pylist() if "group" in tasks.column_names else [""] * len(tasks)
         self.n_train = tasks.column("n_train").to_numpy().astype(np.int64)
         self.n_test = tasks.column("n_test").to_numpy().astype(np.int64)
         self.n_versions = tasks.column("n_versions").to_numpy().astype(np.int64)
@@ -82,6 +85,10 @@ class ArcDataset:
             raise DataError(f"{self.root}: examples.arrow is not ordered by task and split; rebuild the dataset")
         self.task_ex_start = _csr(np.bincount(self.ex_task, minlength=len(tasks)))
         self.train_ex_first = self.task_ex_start[:-1]  # training-split rows come first in each task
+        # A test input without a solution is stored with a 0x0 output: predicted, never scored.
+        self.labelled = self.out_shape[:, 0] > 0
+        scored_rows = (self.ex_split == TEST) & self.labelled
+        self.n_scored = np.bincount(self.ex_task[scored_rows], minlength=len(tasks)).astype(np.int64)
 
         self.v_task = versions.column("task_index").to_numpy()
         self.v_tid = versions.column("dihedral").to_numpy()
@@ -122,6 +129,16 @@ class ArcDataset:
                                else (self._out_cells, self._out_start, self.out_shape))
         h, w = (int(x) for x in shape[example])
         return cells[start[example] : start[example] + h * w].reshape(h, w)
+
+    def task(self, index: int) -> Task:
+        """A task as its base pairs (test outputs None where the set has no solution)."""
+        def pairs(split: int) -> list[Pair]:
+            rows = sorted(self.examples_of(index, split), key=lambda e: (self.ex_kind[e] != "train", self.ex_pair[e]))
+            return [Pair(self.grid(int(e), "input"), self.grid(int(e), "output") if self.labelled[e] else None)
+                    for e in rows]
+
+        return Task(self.task_ids[index], self.subsets[index], self.roles[index], str(self.root), pairs(TRAIN),
+                    pairs(TEST), self.groups[index])
 
     def original_identifier(self, task: int) -> int:
         """The puzzle identifier of a task's unaugmented version (identifier = version row + 1;
@@ -169,8 +186,9 @@ class ArcDataset:
 
     # ------------------------------------------------------------------ batches
 
-    def train_sampler(self, global_batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> TrainSampler:
-        return TrainSampler(self, global_batch_size, rank, world_size, seed)
+    def train_sampler(self, global_batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                      max_examples: int | None = None) -> TrainSampler:
+        return TrainSampler(self, global_batch_size, rank, world_size, seed, max_examples)
 
     def test_rows(self, max_versions: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(version, base example) of every test row, ordered by task, version, example."""
@@ -247,15 +265,19 @@ class TrainSampler:
     so no partial batch is dropped and a set smaller than one batch still trains (its batches hold
     several epochs). Every rank computes the same stream and takes rows [rank*B, (rank+1)*B) of
     each global batch; every batch starts at a puzzle, so (epoch, cursor) resumes exactly.
+    `max_examples` caps each puzzle's examples per epoch at a fresh random K (generated sets with
+    thousands of examples per puzzle would otherwise fill whole batches and be truncated there).
     """
 
-    def __init__(self, ds: ArcDataset, global_batch_size: int, rank: int, world_size: int, seed: int):
+    def __init__(self, ds: ArcDataset, global_batch_size: int, rank: int, world_size: int, seed: int,
+                 max_examples: int | None = None):
         self.ds, self.global_batch_size, self.rank, self.seed = ds, global_batch_size, rank, seed
         self.local_batch_size = _local_batch(global_batch_size, world_size, rank)
         self.groups = np.flatnonzero(ds.n_train)
         if self.groups.size == 0:
             raise DataError(f"{ds.root}: no training examples")
-        self.examples_per_epoch = ds.examples_per_epoch
+        self.max_examples = max_examples
+        self.examples_per_epoch = int(np.minimum(ds.n_train, max_examples or ds.n_train.max()).sum())
         self.epoch, self.cursor = 0, 0  # the puzzle the next batch starts with
         self._plans: dict[int, _EpochPlan] = {}
 
@@ -280,8 +302,12 @@ class TrainSampler:
             # A random permutation of each puzzle's examples, vectorised: sort by (puzzle, random key).
             perm = np.lexsort((rng.random(owner.size), owner))
             start = _csr(sizes)
+            slots = perm - start[owner]
+            if self.max_examples is not None:  # the first K of each puzzle's permutation
+                slots = slots[np.arange(owner.size) - start[owner] < self.max_examples]
+                start = _csr(np.minimum(sizes, self.max_examples))
             self._plans = {e: p for e, p in self._plans.items() if e >= epoch - 1}  # keep the previous one
-            self._plans[epoch] = _EpochPlan(picks, order, start, perm - start[owner])
+            self._plans[epoch] = _EpochPlan(picks, order, start, slots)
         return self._plans[epoch]
 
     def _next_global_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,7 +23,9 @@ class BuildConfig(BaseModel):
     max_grid: int | None = Field(None, ge=1, le=30, description="keep only tasks whose grids are all <= this side")
     tasks: int | None = Field(None, ge=1, description="keep the first N tasks (by id) of each subset")
     subsets: list[str] | None = Field(None, description="keep only these subsets, e.g. training or arc1/evaluation")
-    eval_subsets: list[str] | None = Field(None, description="subsets scored on their test pairs (default: by name)")
+    eval_subsets: list[str] | None = Field(None, description="subsets whose test pairs form the test split "
+                                           "(default: every subset whose name does not mention 'train')")
+    groups: list[str] | None = Field(None, description="keep only tasks of these groups (concept folders)")
     allow_overlap: bool = Field(False, description="permit test pairs that also appear among training pairs")
     retries_factor: int = Field(5, ge=1, le=100, description="attempts per wanted augmentation before giving up")
     canvas: int = Field(30, ge=1, le=30, description="side of the square token canvas (30 = the reference); "
@@ -59,6 +61,8 @@ class Counts(BaseModel):
     short_groups: int = Field(description="puzzles that could not reach the requested augmentations")
     min_group: int
     dropped_leaking_pairs: int = Field(0, description="training pairs removed because a scored test pair equals them")
+    unlabelled_test_pairs: int = Field(0, description="test pairs without a solution: predicted, never scored")
+    scored_tasks: int | None = Field(None, description="puzzles with at least one test pair that has a solution")
 
 
 class FileRecord(BaseModel):

