@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from arc_data.cli import command, next_step
 
@@ -13,6 +14,16 @@ from .device import DEVICE_CHOICES
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="run storage: a directory or s3://, gs://… (default ./runs or $DISCO_STORAGE)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """Where and how a training run runs: the same flags on `train` and `finetune`."""
+    p.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: embedded local Ray)")
+    p.add_argument("--workers", type=int, help="Ray Train workers (overrides runtime.workers)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (overrides runtime.cpus_per_worker)")
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (overrides runtime.gpus_per_worker)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or batch lines (evaluations still print)")
+    _storage_arg(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,12 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
     t.add_argument("--name", help="run name (default: <method>-<timestamp>); an existing name is refused")
     t.add_argument("--resume", metavar="RUN", help="continue RUN from its newest intact checkpoint")
-    t.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: embedded local Ray)")
-    t.add_argument("--workers", type=int, help="Ray Train workers (overrides runtime.workers)")
-    t.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (overrides runtime.cpus_per_worker)")
-    t.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (overrides runtime.gpus_per_worker)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar or batch lines (evaluations still print)")
-    _storage_arg(t)
+    _run_args(t)
     t.set_defaults(func=_train)
 
     e = command(sub, "eval", "evaluate a checkpoint: pass@k, submission.json, per-puzzle report",
@@ -62,7 +68,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     _storage_arg(p)
     p.set_defaults(func=_predict)
 
+    _register_finetune(sub)
     _register_runs(sub)
+
+
+def _register_finetune(sub: argparse._SubParsersAction) -> None:
+    f = command(sub, "finetune", "test-time training: give new puzzles embeddings from a trained checkpoint", [
+        "disco finetune --checkpoint dis-20261205-101500 --data data/arc-prize-test --budget 200 --out submission/",
+        "disco finetune --checkpoint best/ --data data/mine --minutes 60 --train embeddings"],
+        "Train a checkpoint's network on new puzzles' demonstration pairs (augmented like the build) so they get "
+        "puzzle embeddings, then predict their test inputs with voting: submission.json, plus pass@k where "
+        "solutions exist. An ordinary run: checkpoints, `disco train --resume`, tracking.")
+    f.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run name (its best checkpoint)")
+    f.add_argument("--data", required=True, help="dataset of the new puzzles (`disco data build`, same --canvas)")
+    f.add_argument("--budget", type=float, help="training length in --unit")
+    f.add_argument("--unit", choices=("batches", "epochs"), default="epochs", help="unit of --budget (default epochs)")
+    f.add_argument("--minutes", type=float, help="stop after this much training time (evaluation not counted)")
+    f.add_argument("--train", choices=("embeddings", "all"), default="all", dest="trainable",
+                   help="all: the network and the new embeddings (default); embeddings: only the embeddings")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    f.add_argument("--name", help="run name (default: ft-<method>-<timestamp>)")
+    f.add_argument("--out", help="write submission.json, metrics.json, puzzles.json and predictions.html here")
+    _run_args(f)
+    f.set_defaults(func=_finetune)
 
 
 def _register_runs(sub: argparse._SubParsersAction) -> None:
@@ -124,6 +152,46 @@ def _train(args: argparse.Namespace) -> None:
                         also=f"disco pull {out.name} --out best/"))
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from arc_data.dataset import ArcDataset
+
+    from .finetune import before_and_after, finetune_spec, read_result
+    from .inference import load
+    from .launch import RunInterrupted, train
+    from .pages import write_page
+    from .runs import Run, checkpoint_location, local_copy, stamp
+    from .storage import Storage
+
+    storage = Storage.of(args.storage)
+    location = checkpoint_location(args.checkpoint, storage)
+    spec = finetune_spec(location, args.data, args.budget, args.unit, args.minutes, args.trainable,
+                         [*args.set, *_worker_flags(args)])
+    name = args.name or f"ft-{spec.method}-{stamp()}"
+    try:
+        out = train(spec, storage, name=name, address=args.address, progress="evals" if args.no_progress else "bar")
+    except RunInterrupted as e:
+        print(next_step(f"disco train --resume {e.name}", args.storage), file=sys.stderr)
+        raise
+    run = Run(storage, out.name)
+    first, last = before_and_after(run)
+    print(f"run {out.name}: fine-tuned {location} ({args.trainable}) on {spec.data.path}, {last.get('batch', 0)} batches")
+    print(f"  demonstrations exact {first.get('train_exact_accuracy', float('nan')):.3f} -> "
+          f"{last.get('train_exact_accuracy', float('nan')):.3f}, token accuracy "
+          f"{first.get('train_accuracy', float('nan')):.3f} -> {last.get('train_accuracy', float('nan')):.3f} "
+          "(blank embeddings -> fine-tuned)")
+    if last.get("test_pairs"):
+        print(f"  test pairs: pass@1 {last['pass@1']:.3f}  pass@2 {last['pass@2']:.3f} on {last['puzzles']} puzzles")
+    print(f"  best checkpoint: {out.best}  (its eval/submission.json holds the attempts)")
+    if args.out and out.best:
+        with local_copy(out.best) as d:
+            result = read_result(d / "eval")
+            result.write(args.out)
+            page = write_page(load(d, device="cpu"), ArcDataset(spec.data.path), result, Path(args.out) / "predictions.html")
+        print(f"  wrote {args.out}/submission.json (Kaggle format), metrics.json, puzzles.json, {page.name}")
+    elif out.best:
+        print(next_step(f"disco eval --checkpoint {out.name} --out submission/", args.storage))
+
+
 def _summary(out, spec) -> str:
     m = out.metrics
     lines = [f"run {out.name}: {spec.method.upper()}, {m.get('batch', 0)} batches, {m.get('step', 0)} optimizer steps"]
@@ -149,6 +217,7 @@ def _load(args):
 
 def _eval(args: argparse.Namespace) -> None:
     from .inference import evaluate_checkpoint, open_dataset
+    from .pages import write_page
 
     loaded = _load(args)
     ds = open_dataset(loaded, args.data, args.allow_fingerprint_mismatch)
@@ -157,12 +226,21 @@ def _eval(args: argparse.Namespace) -> None:
     result = evaluate_checkpoint(loaded, ds, args.eval_steps, args.votes, args.batch_size, scoring)
     m = result.metrics
     print(f"checkpoint {loaded.path} (scoring: {m['scoring']})")
-    print("  " + "  ".join(f"{k} {m[k]:.3f}" for k in m if k.startswith("pass@")))
-    print(f"  {m['puzzles']} puzzles, {m['test_pairs']} test pairs, {m['predictions']} predictions; test token "
-          f"accuracy {m.get('test_accuracy', 0):.3f}, exact {m.get('test_exact_accuracy', 0):.3f}")
+    if m["test_pairs"]:
+        print("  " + "  ".join(f"{k} {m[k]:.3f}" for k in m if k.startswith("pass@")))
+        print(f"  {m['puzzles']} puzzles, {m['test_pairs']} scored test pairs, {m['predictions']} predictions; test "
+              f"token accuracy {m.get('test_accuracy', 0):.3f}, exact {m.get('test_exact_accuracy', 0):.3f}")
+    else:
+        print(f"  nothing to score: the {m['unlabelled_pairs']} test pairs of {ds.root} have no solutions "
+              f"({m['predictions']} predictions voted into two attempts each)")
+    if m.get("unlabelled_pairs") and m["test_pairs"]:
+        print(f"  {m['unlabelled_pairs']} more test pairs have no solution: predicted, not scored")
     if args.out:
         result.write(args.out)
-        print(f"  wrote {args.out}/metrics.json, submission.json, puzzles.json")
+        page = write_page(loaded, ds, result, Path(args.out) / "predictions.html")
+        print(f"  wrote {args.out}/metrics.json, submission.json (Kaggle format), puzzles.json, {page.name}")
+    elif not m["test_pairs"]:
+        print(next_step(f"disco eval --checkpoint {args.checkpoint} --out predictions/", args.storage))
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -34,6 +34,10 @@ class DataConfig(BaseModel):
                                        "validation split (model selection); the rest is reported as test")
     allow_fingerprint_mismatch: bool = Field(False, description="resume/evaluate a checkpoint on data other than "
                                              "the data it was trained on")
+    max_examples_per_puzzle: int | None = Field(
+        None, ge=1, description="train on at most K random examples of each puzzle per epoch (a new draw every "
+        "epoch); None = all of them, as the reference (a puzzle that overflows a global batch is truncated there: "
+        "set this for generated sets such as re-arc)")
 
 
 class DatasetRef(BaseModel):
@@ -62,6 +66,20 @@ class LoopConfig(BaseModel):
     time_limit_minutes: float | None = Field(None, gt=0, description="stop (with a final evaluation) after this "
                                              "much training wall time")
     seed: int = Field(0, ge=0, description="seed of weights, sampler and objective noise")
+
+
+class InitConfig(BaseModel):
+    """Start from a trained checkpoint's weights instead of random ones (`disco finetune`): the
+    network comes from the checkpoint, the puzzle table is new (zeros, as a fresh run: every puzzle
+    starts at the blank embedding) and sized for this run's data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="checkpoint location: an absolute directory or a storage URI")
+    train: Literal["embeddings", "all"] = Field(
+        "all", description="what trains: only the new puzzle embeddings (the network stays frozen), or everything")
+    eval_at_start: bool = Field(True, description="evaluate once before the first batch (batch 0: the "
+                                "checkpoint's network with blank embeddings), for comparison")
 
 
 class RuntimeConfig(BaseModel):
@@ -125,6 +143,7 @@ class RunSpec(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    init: InitConfig | None = Field(None, description="start from a trained checkpoint (test-time fine-tuning)")
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:

@@ -22,8 +22,10 @@ class Engine:
                  total_steps: int):
         self.model, self.emb, self.objective, self.cfg = model, emb, objective, optim
         self.total_steps = total_steps
-        self.optimizer = build_optimizer(optim, [p for p in model.parameters() if p.requires_grad])
-        self.ema = EMA(model, optim.ema_rate) if optim.ema_rate else None
+        trained = [p for p in model.parameters() if p.requires_grad]
+        # A frozen network (fine-tuning only the puzzle table) has no optimizer and no weight average.
+        self.optimizer = build_optimizer(optim, trained) if trained else None
+        self.ema = EMA(model, optim.ema_rate) if optim.ema_rate and trained else None
         self.step = 0  # optimizer steps taken (= supervision steps trained)
         # First optimizer step with a non-finite loss since the last check (0 = none), on the device.
         self._nonfinite = torch.zeros((), dtype=torch.long, device=next(model.parameters()).device)
@@ -44,10 +46,11 @@ class Engine:
             metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.step += 1
         factor = lr_factor(self.step, self.cfg.warmup_steps, self.total_steps, self.cfg.lr_min_ratio)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr * factor
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.optimizer is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.lr * factor
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update()
         self.emb.step(self.cfg.puzzle_emb_lr * factor, self.cfg.puzzle_emb_weight_decay)
@@ -60,8 +63,9 @@ class Engine:
         return [self._apply(out) for out in self.objective.train_steps(self.model, self.emb, batch)]
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
+        return {"optimizer": self.optimizer.state_dict() if self.optimizer is not None else {}, "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])

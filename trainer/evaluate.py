@@ -7,7 +7,8 @@ same test input. Candidates rank by votes, then by mean confidence (sigmoid(q_ha
 DIS never trains its Q head, so its confidence is constant and ties go to the first prediction
 seen). A pair counts as solved at k if the true output is among the top k; a puzzle's score is the
 fraction of its test pairs solved, and pass@k is the mean over all scored puzzles (pairs without
-predictions count as wrong). Every deviation that can change a score is a named `ScoringConfig`
+predictions count as wrong). Test inputs without a solution (an ARC Prize test set) get attempts in
+submission.json like every other and are left out of pass@k (`unlabelled_pairs` counts them). Every deviation that can change a score is a named `ScoringConfig`
 option, off by default, and every result names the scoring that produced it (`scoring`).
 
 Two differences from the reference code stay, because they are fixes, not scores: votes are reset
@@ -125,33 +126,37 @@ class ArcEvaluator:
         ds, ranked = self.ds, self._ranked(records)
         solved: dict[int, list[float]] = {k: [] for k in ks}
         submission, puzzles = {}, []
-        scored = np.flatnonzero(ds.n_test)
-        for t in scored if tasks is None else np.intersect1d(scored, tasks):
+        predicted = np.flatnonzero(ds.n_test)
+        for t in predicted if tasks is None else np.intersect1d(predicted, tasks):
             attempts, per_pair = [], {k: [] for k in ks}
             for ex in sorted(ds.examples_of(t, TEST), key=lambda e: ds.ex_pair[e]):
                 cands = ranked.get(self._input_key(int(ex)), [])
-                truth = ds.grid(int(ex), "output")
-                rank = next((i for i, (c, _) in enumerate(cands) if c == (truth.shape, truth.tobytes())), None)
-                for k in ks:
-                    per_pair[k].append(rank is not None and rank < k)
+                entry = {"task_id": ds.task_ids[t], "test_pair": int(ds.ex_pair[ex]), "candidates": len(cands),
+                         "votes": [v[0] for _, v in cands[:5]], "labelled": bool(ds.labelled[ex])}
+                if ds.labelled[ex]:  # a test input without a solution is predicted, never scored
+                    truth = ds.grid(int(ex), "output")
+                    rank = next((i for i, (c, _) in enumerate(cands) if c == (truth.shape, truth.tobytes())), None)
+                    for k in ks:
+                        per_pair[k].append(rank is not None and rank < k)
+                    entry |= {"rank_of_truth": rank, "pass@1": rank == 0, "pass@2": rank is not None and rank < 2}
                 grids = [np.frombuffer(data, np.uint8).reshape(shape).tolist() for (shape, data), _ in cands[:2]]
                 grids = (grids + grids[:1] * 2)[:2] if grids else [[[0]], [[0]]]
                 attempts.append({"attempt_1": grids[0], "attempt_2": grids[1]})
-                puzzles.append({"task_id": ds.task_ids[t], "test_pair": int(ds.ex_pair[ex]),
-                                "candidates": len(cands), "votes": [v[0] for _, v in cands[:5]],
-                                "rank_of_truth": rank, "pass@1": rank == 0, "pass@2": rank is not None and rank < 2})
+                puzzles.append(entry)
             submission[ds.task_ids[t]] = attempts
-            for k in ks:
-                solved[k].append(float(np.mean(per_pair[k])))
+            if per_pair[ks[0]]:
+                for k in ks:
+                    solved[k].append(float(np.mean(per_pair[k])))
         metrics: dict = {f"pass@{k}": (float(np.mean(v)) if v else 0.0) for k, v in solved.items()}
-        metrics |= {"puzzles": len(solved[ks[0]]), "test_pairs": len(puzzles), "predictions": len(records),
-                    "scoring": self.scoring.label}
+        scored_pairs = sum(p["labelled"] for p in puzzles)
+        metrics |= {"puzzles": len(solved[ks[0]]), "test_pairs": scored_pairs, "unlabelled_pairs": len(puzzles) - scored_pairs,
+                    "predictions": len(records), "scoring": self.scoring.label}
         return EvalResult(metrics | (extra or {}), submission, puzzles)
 
 
 def validation_tasks(ds: ArcDataset, fraction: float) -> np.ndarray:
     """A fixed share of the scored puzzles, chosen by a hash of the task id (stable across builds)."""
-    scored = np.flatnonzero(ds.n_test)
+    scored = np.flatnonzero(ds.n_scored)
     n = round(fraction * scored.size)
     if fraction > 0 and scored.size > 1:
         n = min(max(n, 1), scored.size - 1)  # both splits non-empty

@@ -180,9 +180,11 @@ class _Progress:
                 self._say(f"  batch {r['batch']}/{self.total or '?'}  {stats}")
                 self.next_line = r["batch"] + 0.1 * (self.total or 10)
         elif kind == "eval":
-            self._say(f"  eval @ batch {r['batch']}: pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}"
-                      f"  train puzzles exact {r.get('train_exact_accuracy', 0):.3f} / token acc "
-                      f"{r.get('train_accuracy', 0):.3f}  test token acc {r.get('test_accuracy', 0):.3f}")
+            test = (f"pass@1 {r.get('pass@1', 0):.3f}  pass@2 {r.get('pass@2', 0):.3f}" if r.get("test_pairs", 1)
+                    else f"{r.get('unlabelled_pairs', 0)} test pairs without solutions predicted")
+            tail = f"  test token acc {r.get('test_accuracy', 0):.3f}" if r.get("test_pairs", 1) else ""
+            self._say(f"  eval @ batch {r['batch']}: {test}  train puzzles exact {r.get('train_exact_accuracy', 0):.3f}"
+                      f" / token acc {r.get('train_accuracy', 0):.3f}{tail}")
 
 
 def _prepare(run: Run, spec: RunSpec, resume: bool) -> tuple[RunSpec, RunRecord]:
@@ -222,8 +224,9 @@ def data_warnings(spec: RunSpec, ds) -> list[str]:
     if spec.data.eval_versions and spec.data.eval_versions > most:
         out.append(f"data.eval_versions={spec.data.eval_versions} but {ds.root} has at most {most} versions per "
                    "puzzle: evaluation votes over those")
-    if not ds.n_test.any():
-        out.append(f"{ds.root} has no scored test pairs: pass@k stays 0; select on train_* metrics")
+    if not ds.n_scored.any():
+        out.append(f"{ds.root} has no test pairs with solutions: pass@k stays 0 (submission.json still holds "
+                   "predictions); select on train_* metrics")
     return out
 
 

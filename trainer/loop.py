@@ -30,14 +30,14 @@ import torch.distributed as dist
 from arc_data.dataset import ArcDataset
 
 from . import checkpoint as ckpt
-from .config import DatasetRef, LoopConfig, RunSpec
+from .config import DatasetRef, InitConfig, LoopConfig, RunSpec
 from .device import is_distributed, set_cpu_threads, worker_runtime
 from .engine import Engine
 from .evaluate import EvalOptions, EvalResult, evaluate, validation_tasks
 from .model import TinyRecursiveModel
 from .objectives import TorchBatch, build_objective, token_metrics
 from .puzzle_emb import PuzzleEmbedding
-from .runs import Run
+from .runs import Run, local_copy
 from .tracking import Averages, NullTracker, Tracker, log
 
 
@@ -86,10 +86,13 @@ class Trainer:
         self.rt = worker_runtime(spec.runtime, local_rank)
         self.ds = ArcDataset(spec.data.path)
         self.model, self.emb = self._build_model()
+        if spec.init is not None:
+            self._initialise(spec.init)
         self.objective = build_objective(spec.objective, self.model.cfg, self.rt.dtype,
                                          seed=spec.train.seed * 1000 + rank, device=self.rt.device)
         self.objective.prepare(self.model)
-        self.sampler = self.ds.train_sampler(spec.train.global_batch_size, rank, world, seed=spec.train.seed)
+        self.sampler = self.ds.train_sampler(spec.train.global_batch_size, rank, world, seed=spec.train.seed,
+                                             max_examples=spec.data.max_examples_per_puzzle)
         self.plan = Plan(spec.train, self.sampler.batches_per_epoch)
         self.net = self._wrap(self.model)
         self.engine = Engine(self.net, self.emb, self.objective, spec.optim,
@@ -125,9 +128,19 @@ class Trainer:
         model = TinyRecursiveModel(cfg).to(self.rt.device)
         return model, PuzzleEmbedding(self.ds.num_identifiers, cfg.puzzle_emb_ndim, self.rt.device)
 
+    def _initialise(self, init: InitConfig) -> None:
+        """The network of a trained checkpoint (its weight average when it kept one); the puzzle
+        table stays new. A resumed fine-tuning run then restores its own checkpoint over this."""
+        with local_copy(init.checkpoint) as d:
+            state = ckpt.read(d).evaluated_state
+        state.pop("puzzle_emb.weight", None)
+        self.model.load_state_dict(state)
+        if init.train == "embeddings":
+            self.model.requires_grad_(False)
+
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         net = torch.compile(model) if self.rt.compile else model
-        if is_distributed():
+        if is_distributed() and any(p.requires_grad for p in model.parameters()):  # else only the table trains
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.rt.device.index] if self.rt.is_accelerator else None, forward_sync_buffers=False)
         return net

@@ -180,18 +180,31 @@ def list_runs(storage: Storage) -> list[RunRecord]:
 
 
 @contextmanager
-def open_checkpoint(ref: str, storage: Storage) -> Iterator[Path]:
-    """A local checkpoint directory for `ref`: a checkpoint directory, a run directory, or a run
-    name in `storage` (its best checkpoint)."""
+def local_copy(location: str) -> Iterator[Path]:
+    """A checkpoint (or any directory) given by its full location, local or a storage URI, as a
+    local path (a temporary copy when remote)."""
+    parent, _, name = location.rstrip("/").rpartition("/")
+    with Storage.of(parent or ("/" if location.startswith("/") else ".")).local_dir(name) as d:
+        yield d
+
+
+def checkpoint_location(ref: str, storage: Storage) -> str:
+    """Where `ref` is: a checkpoint directory itself, or the best checkpoint of a run (a run
+    directory, or a run name in `storage`)."""
     p = Path(ref).expanduser()
     if p.is_dir() and ((p / ckpt.COMMIT).exists() or (p / ckpt.META).exists()):
-        yield p
-        return
+        return str(p.resolve())
     run = Run(Storage.of(str(p.parent)), p.name) if p.is_dir() else Run(storage, ref)
     if run.read() is None:
         raise DiscoError(f"{ref!r} is neither a checkpoint directory nor a run in {storage.uri} (see `disco runs list`)")
     best = run.best()
     if best is None:
         raise DiscoError(f"run {ref!r} has no complete checkpoint yet")
-    with run.local_checkpoint(best.name) as d:
+    return run.checkpoint_location(best.name)
+
+
+@contextmanager
+def open_checkpoint(ref: str, storage: Storage) -> Iterator[Path]:
+    """A local checkpoint directory for `ref` (see `checkpoint_location`)."""
+    with local_copy(checkpoint_location(ref, storage)) as d:
         yield d

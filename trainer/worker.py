@@ -29,6 +29,8 @@ def train_loop(config: dict) -> dict:
                       callbacks=config.get("callbacks", ()))
     given = ray.train.get_checkpoint()  # Ray's latest after a worker-group restart or a re-run
     trainer.restore(posixpath.basename(given.path.rstrip("/")) if given is not None else None, config.get("session"))
+    if trainer.restored_from is None and trainer.spec.init is not None and trainer.spec.init.eval_at_start:
+        trainer.evaluate()  # batch 0: the pretrained network with blank puzzle embeddings
     while not trainer.done:
         if trainer.train_batch():
             metrics = trainer.evaluate()

@@ -87,9 +87,7 @@ def _save(fig, path: Path) -> str:
 
 def _examples(runs: list[ComparedRun], out: Path) -> str | None:
     """Input, DIS steps 1..N, TRM's final answer and the target for up to three scored test pairs."""
-    from arc_data.dataset import TEST, TRAIN
     from arc_data.show import save_png
-    from arc_data.sources import Pair, Task
     from trainer.inference import load, open_dataset, predict_task
 
     dis = next((r for r in runs if r.method == "dis" and r.best), None)
@@ -100,14 +98,13 @@ def _examples(runs: list[ComparedRun], out: Path) -> str | None:
         d, t = load(a, device="cpu"), load(b, device="cpu")
     ds = open_dataset(d, None)
     rows = []
-    for task_index in np.flatnonzero(ds.n_test)[:3]:
-        pairs = [Pair(ds.grid(int(e), "input"), ds.grid(int(e), "output")) for e in ds.examples_of(task_index, TEST)]
-        train = [Pair(ds.grid(int(e), "input"), ds.grid(int(e), "output")) for e in ds.examples_of(task_index, TRAIN)]
-        task = Task(ds.task_ids[task_index], "", "eval", "", train, pairs[:1])
+    for task_index in np.flatnonzero(ds.n_scored)[:3]:
+        task = ds.task(int(task_index))
+        task.test = [p for p in task.test if p.output is not None][:1]
         dp, _ = predict_task(d, task, ds)
         tp, _ = predict_task(t, task, ds)
         rows.append((f"{task.task_id}: input | DIS steps 1..{len(dp[0].steps)} | TRM final | target",
-                     [pairs[0].input, *dp[0].steps, tp[0].final, pairs[0].output]))
+                     [task.test[0].input, *dp[0].steps, tp[0].final, task.test[0].output]))
     save_png(rows, out / "examples.png")
     return "examples.png"
 
