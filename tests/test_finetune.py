@@ -110,6 +110,15 @@ def test_embeddings_only_keeps_the_network_and_trains_the_new_table(finished_dis
     pretrained = ckpt.read(pre.best).evaluated_state
     assert torch.equal(pretrained["lm_head.weight"], t.model.lm_head.weight)
 
+    # A resumed fine-tuning run restores its own checkpoint; the one it started from may be gone.
+    t.evaluate()
+    t.save(t.run.storage.path("emb", ckpt.dir_name(t.batch)))
+    t.close()
+    moved = derive(spec, {"init": {"checkpoint": "/nonexistent/checkpoint"}})
+    again = Trainer(moved, Run(Storage.of(str(tmp_path)), "emb"))
+    assert again.restore() == ckpt.dir_name(3) and torch.equal(again.emb.weight, t.emb.weight)
+    assert again.engine.optimizer is None  # still only the table trains
+
 
 def test_what_cannot_be_fine_tuned_is_refused_before_ray_starts(finished_dis, small_dataset, held_out):
     storage, pre = finished_dis

@@ -142,9 +142,11 @@ def test_eval_predict_and_runs_commands(finished_dis, data10, small_dataset, tmp
     (tmp_path / f"{scored[0]}.json").write_text(json.dumps(task))
     capsys.readouterr()
     assert main(["predict", "--checkpoint", out.best, "--task", str(tmp_path / f"{scored[0]}.json"),
-                 "--png", str(tmp_path / "p.png")]) == 0
-    assert "test pair 0: predicted" in capsys.readouterr().out
+                 "--png", str(tmp_path / "p.png"), "--submission", str(tmp_path / "one.json")]) == 0
+    assert "test pair 0: voted over 2 version(s)" in capsys.readouterr().out  # data.eval_versions, as eval
     assert (tmp_path / "p.png").stat().st_size > 0
+    # predict votes exactly as the evaluator does: the same two attempts as eval's submission.json
+    assert json.loads((tmp_path / "one.json").read_text())[scored[0]] == sub[scored[0]]
 
     # The checkpoint refuses data it was not trained on.
     assert main(["eval", "--checkpoint", out.best, "--data", str(small_dataset.root)]) == 2

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from arc_data.cli import command, next_step
 
 from .device import DEVICE_CHOICES
@@ -59,11 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_eval)
 
     p = command(sub, "predict", "predict the test outputs of an ARC task JSON file",
-                ["disco predict --checkpoint dis-20261205-101500 --task 007bbfb7.json --png steps.png"])
+                ["disco predict --checkpoint dis-20261205-101500 --task 007bbfb7.json --png steps.png",
+                 "disco predict --checkpoint ft-dis-20261206-0100 --task t.json --submission submission.json"])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or run name")
     p.add_argument("--task", required=True, help="ARC task JSON ({'train': [...], 'test': [...]})")
     p.add_argument("--png", help="also draw input, every supervision step and target to this PNG")
     p.add_argument("--steps", type=int, help="supervision steps (default: as trained)")
+    p.add_argument("--votes", type=int, help="augmented versions voted per test input (default: the run's setting)")
+    p.add_argument("--submission", help="write the two voted attempts per test input here (Kaggle format)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to predict (default: a GPU if any)")
     _storage_arg(p)
     p.set_defaults(func=_predict)
@@ -244,10 +249,11 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from arc_data.fsio import atomic_write_json
     from arc_data.show import save_png, side_by_side
     from arc_data.sources import read_task_file
 
-    from .inference import open_dataset, predict_task
+    from .inference import open_dataset, predict_task, vote_task
 
     task = read_task_file(args.task)
     loaded = _load(args)
@@ -258,14 +264,23 @@ def _predict(args: argparse.Namespace) -> None:
     preds, known = predict_task(loaded, task, ds, args.steps)
     if not known:
         print(f"note: task {task.task_id} was not in the training data, so it has no learned puzzle embedding; "
-              "the blank embedding is used and predictions are unlikely to be right", file=sys.stderr)
+              "the blank embedding is used and predictions are unlikely to be right (give it one with "
+              "`disco finetune`)", file=sys.stderr)
+    attempts, versions = vote_task(loaded, task, ds, args.steps, args.votes or loaded.spec.data.eval_versions)
     rows = []
-    for p in preds:
-        status = "" if p.target is None else ("  (correct)" if p.final.shape == p.target.shape
-                                              and (p.final == p.target).all() else "  (wrong)")
-        print(f"test pair {p.test_pair}: predicted {p.final.shape[0]}x{p.final.shape[1]}{status}")
-        print(side_by_side([p.input, p.final] + ([p.target] if p.target is not None else []), colour=sys.stdout.isatty()))
+    for p, voted in zip(preds, attempts, strict=True):
+        grids = [np.array(voted[k], dtype=np.uint8) for k in ("attempt_1", "attempt_2")]
+        right = [p.target is not None and g.shape == p.target.shape and (g == p.target).all() for g in grids]
+        status = "" if p.target is None else ("  (attempt 1 correct)" if right[0] else "  (attempt 2 correct)"
+                                              if right[1] else "  (wrong)")
+        print(f"test pair {p.test_pair}: voted over {versions} version(s){status}; input, attempt 1, attempt 2"
+              + (", solution" if p.target is not None else ""))
+        shown = [p.input, *(g if g.size else np.zeros((1, 1), np.uint8) for g in grids)]
+        print(side_by_side(shown + ([p.target] if p.target is not None else []), colour=sys.stdout.isatty()))
         rows += _step_rows(p, loaded.spec.method)
+    if args.submission:
+        atomic_write_json(Path(args.submission), {task.task_id: attempts})
+        print(f"wrote {args.submission} (Kaggle format: {len(attempts)} test input(s), two attempts each)")
     if args.png:
         save_png(rows, args.png)
         print(f"wrote {args.png}")

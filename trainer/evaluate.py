@@ -111,14 +111,7 @@ class ArcEvaluator:
         return int(self.ds.ex_task[example]), grid.shape, grid.tobytes()
 
     def _ranked(self, records: list[Record]) -> dict[tuple, list]:
-        """Per (puzzle, test input): candidates by votes, then mean confidence, then first appearance."""
-        votes: dict[tuple, dict[tuple, list]] = {}
-        for order, (ex, shape, data, conf) in enumerate(records):
-            entry = votes.setdefault(self._input_key(ex), {}).setdefault((shape, data), [0, 0.0, order])
-            entry[0] += 1
-            entry[1] += conf
-        return {key: sorted(c.items(), key=lambda kv: (-kv[1][0], -kv[1][1] / kv[1][0], kv[1][2]))
-                for key, c in votes.items()}
+        return rank_candidates((self._input_key(ex), shape, data, conf) for ex, shape, data, conf in records)
 
     def score(self, records: list[Record], ks: tuple[int, ...] = PASS_KS, extra: dict | None = None,
               tasks: np.ndarray | None = None) -> EvalResult:
@@ -139,9 +132,7 @@ class ArcEvaluator:
                     for k in ks:
                         per_pair[k].append(rank is not None and rank < k)
                     entry |= {"rank_of_truth": rank, "pass@1": rank == 0, "pass@2": rank is not None and rank < 2}
-                grids = [np.frombuffer(data, np.uint8).reshape(shape).tolist() for (shape, data), _ in cands[:2]]
-                grids = (grids + grids[:1] * 2)[:2] if grids else [[[0]], [[0]]]
-                attempts.append({"attempt_1": grids[0], "attempt_2": grids[1]})
+                attempts.append(two_attempts(cands))
                 puzzles.append(entry)
             submission[ds.task_ids[t]] = attempts
             if per_pair[ks[0]]:
@@ -152,6 +143,26 @@ class ArcEvaluator:
         metrics |= {"puzzles": len(solved[ks[0]]), "test_pairs": scored_pairs, "unlabelled_pairs": len(puzzles) - scored_pairs,
                     "predictions": len(records), "scoring": self.scoring.label}
         return EvalResult(metrics | (extra or {}), submission, puzzles)
+
+
+def rank_candidates(records) -> dict[tuple, list]:
+    """(key, grid shape, grid bytes, confidence) records -> per key, its candidate grids ranked by
+    votes, then mean confidence, then first appearance: [((shape, bytes), [votes, confidence sum, first])]."""
+    votes: dict[tuple, dict[tuple, list]] = {}
+    for order, (key, shape, data, conf) in enumerate(records):
+        entry = votes.setdefault(key, {}).setdefault((tuple(shape), data), [0, 0.0, order])
+        entry[0] += 1
+        entry[1] += conf
+    return {key: sorted(c.items(), key=lambda kv: (-kv[1][0], -kv[1][1] / kv[1][0], kv[1][2]))
+            for key, c in votes.items()}
+
+
+def two_attempts(ranked: list) -> dict[str, list[list[int]]]:
+    """The Kaggle submission entry of one test input: the top two candidates (the first repeated
+    when there is one; [[0]] twice when there is none)."""
+    grids = [np.frombuffer(data, np.uint8).reshape(shape).tolist() for (shape, data), _ in ranked[:2]]
+    grids = (grids + grids[:1] * 2)[:2] if grids else [[[0]], [[0]]]
+    return {"attempt_1": grids[0], "attempt_2": grids[1]}
 
 
 def validation_tasks(ds: ArcDataset, fraction: float) -> np.ndarray:

@@ -10,13 +10,21 @@ import torch
 
 from arc_data.dataset import ArcDataset
 from arc_data.errors import DiscoError
-from arc_data.grids import PAD, crop, encode
+from arc_data.grids import PAD, augment, crop, encode, unaugment
 from arc_data.sources import Task
 
 from . import checkpoint as ckpt
 from .config import RunSpec
 from .device import pick_runtime
-from .evaluate import EvalOptions, EvalResult, ScoringConfig, evaluate, validation_tasks
+from .evaluate import (
+    EvalOptions,
+    EvalResult,
+    ScoringConfig,
+    evaluate,
+    rank_candidates,
+    two_attempts,
+    validation_tasks,
+)
 from .losses import IGNORE
 from .model import TinyRecursiveModel
 from .objectives import Objective, TorchBatch, build_objective
@@ -124,6 +132,41 @@ def predict_task(loaded: LoadedModel, task: Task, ds: ArcDataset | None, steps: 
                                   halts[i] if halts else None,
                                   [_grid(f) for f in frames[i, 1:]] if frames is not None else None))
     return out, known
+
+
+def vote_task(loaded: LoadedModel, task: Task, ds: ArcDataset | None, steps: int | None = None,
+              max_versions: int | None = None, batch_size: int = 64) -> tuple[list[dict], int]:
+    """Two voted attempts per test input of `task` (the Kaggle entry), as the evaluator votes:
+    each test input is predicted under every augmented version the dataset holds for the task
+    (each with its learned embedding), mapped back and pooled. A task the model never trained on
+    has only the blank embedding: one unaugmented prediction each. Returns (attempts, versions)."""
+    side, spec = loaded.canvas, loaded.spec
+    if ds is not None and task.task_id in ds.task_ids:
+        t = ds.task_index(task.task_id)
+        first = int(ds.version_start[t])
+        count = int(ds.n_versions[t]) if max_versions is None else min(max_versions, int(ds.n_versions[t]))
+        versions = [(first + i + 1, *ds.version_of(first + i + 1)[1:]) for i in range(count)]
+    else:
+        versions = [(0, 0, np.arange(10, dtype=np.uint8))]
+    rows = [(ident, tid, cmap, i, pair.input) for ident, tid, cmap in versions for i, pair in enumerate(task.test)]
+    records = []
+    for lo in range(0, len(rows), batch_size):
+        chunk = rows[lo:lo + batch_size]
+        inputs = np.stack([encode(augment(g, tid, cmap), canvas_side=side) for _, tid, cmap, _, g in chunk])
+        batch = TorchBatch(torch.from_numpy(inputs).long().to(loaded.device),
+                           torch.full(inputs.shape, IGNORE, dtype=torch.long, device=loaded.device),
+                           torch.tensor([r[0] for r in chunk], dtype=torch.long, device=loaded.device))
+        pred = loaded.objective.predict(loaded.model, loaded.emb, batch, steps)
+        conf = pred.confidence if spec.scoring.confidence == "q_halt" else pred.answer_probability
+        for (_, tid, cmap, i, _), tokens, c in zip(chunk, pred.preds.cpu().numpy(), conf.double().cpu().numpy(),
+                                                       strict=True):
+            grid = crop(tokens)
+            if grid.size == 0 and spec.scoring.empty_crops == "skip":
+                continue
+            original = unaugment(grid, tid, cmap)
+            records.append((i, original.shape, original.tobytes(), float(c)))
+    ranked = rank_candidates(records)
+    return [two_attempts(ranked.get(i, [])) for i in range(len(task.test))], len(versions)
 
 
 def _grid(tokens: np.ndarray) -> np.ndarray:

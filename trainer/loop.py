@@ -87,7 +87,8 @@ class Trainer:
         self.ds = ArcDataset(spec.data.path)
         self.model, self.emb = self._build_model()
         if spec.init is not None:
-            self._initialise(spec.init)
+            # A resumed fine-tuning run restores its own checkpoint: the starting one is not needed.
+            self._initialise(spec.init, load=not any(c.complete for c in run.checkpoints()))
         self.objective = build_objective(spec.objective, self.model.cfg, self.rt.dtype,
                                          seed=spec.train.seed * 1000 + rank, device=self.rt.device)
         self.objective.prepare(self.model)
@@ -128,13 +129,14 @@ class Trainer:
         model = TinyRecursiveModel(cfg).to(self.rt.device)
         return model, PuzzleEmbedding(self.ds.num_identifiers, cfg.puzzle_emb_ndim, self.rt.device)
 
-    def _initialise(self, init: InitConfig) -> None:
+    def _initialise(self, init: InitConfig, load: bool) -> None:
         """The network of a trained checkpoint (its weight average when it kept one); the puzzle
-        table stays new. A resumed fine-tuning run then restores its own checkpoint over this."""
-        with local_copy(init.checkpoint) as d:
-            state = ckpt.read(d).evaluated_state
-        state.pop("puzzle_emb.weight", None)
-        self.model.load_state_dict(state)
+        table stays new."""
+        if load:
+            with local_copy(init.checkpoint) as d:
+                state = ckpt.read(d).evaluated_state
+            state.pop("puzzle_emb.weight", None)
+            self.model.load_state_dict(state)
         if init.train == "embeddings":
             self.model.requires_grad_(False)
 
