@@ -4,7 +4,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml changes; otherwise setup is a no-op.
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-DATA   := data/arc1-tiny
 
 .PHONY: setup run test lint bench clean
 
@@ -18,9 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 setup: $(STAMP)
 
 # The main job: a real DIS training on a tiny ARC-1 slice, 2 Ray Train workers, with evaluation.
+# Its data is a recipe in the preset, built on first use into runs/.datasets and reused after.
 run: setup
-	$(BIN)/disco data build --source arc1 --canvas 10 --tasks 8 --augmentations 2 --out $(DATA) --force
-	$(BIN)/disco train --config configs/dis_cpu_tiny.yaml --set data.path=$(DATA)
+	$(BIN)/disco train --config configs/dis_cpu_tiny.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -34,6 +33,7 @@ bench: setup
 	$(BIN)/python bench/step_cost.py
 	$(BIN)/python bench/ray_overhead.py
 	$(BIN)/python bench/sweep_efficiency.py
+	$(BIN)/python bench/node_loss.py
 	$(BIN)/python bench/compare_time.py
 	$(BIN)/python bench/structure.py
 

@@ -10,7 +10,7 @@ import torch
 from trainer.engine import Engine
 from trainer.losses import IGNORE, softmax_cross_entropy, stablemax_cross_entropy
 from trainer.model import ModelConfig, TinyRecursiveModel
-from trainer.objectives import ACTConfig, ACTObjective, DISConfig, DISObjective, TorchBatch
+from trainer.objectives import ACTConfig, ACTObjective, DISConfig, DISObjective, RowNoise, TorchBatch
 from trainer.objectives.frames import diffusion_frames, revealed_counts
 from trainer.optim import AdamAtan2, NonFiniteLoss, OptimConfig, lr_factor
 from trainer.puzzle_emb import PuzzleEmbedding
@@ -78,12 +78,13 @@ def test_dis_step_s_targets_frame_s():
     model, emb = _tiny()
     inputs, labels = _pair(b=4, length=16)
     batch = TorchBatch(inputs, labels, torch.tensor([1, 2, 3, 4]))
-    obj = DISObjective(DISConfig(), model.cfg, seed=3)
-    frames = diffusion_frames(inputs, labels, 6, "linear", "reference", torch.Generator().manual_seed(3))
+    obj = DISObjective(DISConfig(), model.cfg, noise=RowNoise(3))
+    frames = diffusion_frames(inputs, labels, 6, "linear", "reference", RowNoise(3).next())
     outs = list(obj.train_steps(model, emb, batch))
     assert len(outs) == 6 and all(f"step{s}_target_accuracy" in o.metrics for s, o in enumerate(outs, start=1))
     assert outs[-1].metrics["block_apps_per_sample"] == 18
-    assert torch.equal(obj.target_frames(inputs, labels, seed=3), frames)  # the frames `disco predict` draws
+    pictured = diffusion_frames(inputs, labels, 6, "linear", "reference", torch.Generator().manual_seed(3))
+    assert torch.equal(obj.target_frames(inputs, labels, seed=3), pictured)  # the frames `disco predict` draws
     # Recompute step 1's loss against frame 1 by hand (same weights, no optimizer step in between).
     from trainer.losses import row_mean_loss
 
@@ -168,3 +169,37 @@ def test_a_non_finite_loss_is_reported_at_the_next_check():
     engine.train_batch(batch)
     with pytest.raises(NonFiniteLoss, match="non-finite loss at optimizer step 7"):
         engine.check_finite()
+
+
+def test_training_randomness_does_not_depend_on_the_number_of_ranks():
+    """What a row draws (DIS frames, ACT exploration) is keyed by its global position: one rank
+    with 4 rows draws what two ranks with 2 rows each draw, call after call (elastic training)."""
+    model, emb = _tiny(steps=4, cycles=2, latent=2, timestep=False)
+    inputs, labels = _pair(b=4, length=16)
+    one = RowNoise(5)
+    halves = [RowNoise(5, rank=r, world=2) for r in range(2)]
+    for _ in range(3):
+        whole = diffusion_frames(inputs, labels, 6, scores=one.mine(torch.rand(4, 16, generator=one.next())))
+        parts = [diffusion_frames(inputs[2 * r:2 * r + 2], labels[2 * r:2 * r + 2], 6,
+                                  scores=n.mine(torch.rand(4, 16, generator=n.next()))) for r, n in enumerate(halves)]
+        assert torch.equal(whole, torch.cat(parts))
+    # ACT: the same rows halt under exploration whether the batch is split or not.
+    batch = TorchBatch(inputs, labels, torch.tensor([1, 2, 3, 4]))
+    act = ACTObjective(ACTConfig(halt_exploration_prob=0.5), model.cfg, noise=RowNoise(7))
+    split = [ACTObjective(ACTConfig(halt_exploration_prob=0.5), model.cfg, noise=RowNoise(7, rank=r, world=2))
+             for r in range(2)]
+    for _ in range(4):
+        list(act.train_steps(model, emb, batch))
+        for r, o in enumerate(split):
+            list(o.train_steps(model, emb, TorchBatch(inputs[2 * r:2 * r + 2], labels[2 * r:2 * r + 2],
+                                                      batch.puzzle_identifiers[2 * r:2 * r + 2])))
+        assert torch.equal(act.rows.halted, torch.cat([o.rows.halted for o in split]))
+        assert torch.equal(act.rows.steps, torch.cat([o.rows.steps for o in split]))
+    # A checkpoint of the two ranks, restored on one rank (and back), continues the same rows.
+    merged = ACTObjective(ACTConfig(halt_exploration_prob=0.5), model.cfg, noise=RowNoise(7))
+    merged.load_resharded([o.state_dict() for o in split])
+    assert torch.allclose(merged.rows.carry.latent, act.rows.carry.latent, atol=1e-5)
+    assert merged.noise.calls == act.noise.calls and torch.equal(merged.rows.steps, act.rows.steps)
+    again = ACTObjective(ACTConfig(halt_exploration_prob=0.5), model.cfg, noise=RowNoise(7, rank=1, world=2))
+    again.load_resharded([act.state_dict()])
+    assert torch.allclose(again.rows.carry.answer, split[1].rows.carry.answer, atol=1e-5)

@@ -185,13 +185,11 @@ def _load_pt(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _upgrade_v1(trainer: dict, rank: int, world: int) -> tuple[dict, dict | None]:
+def _upgrade_v1(trainer: dict) -> dict:
     """Format 1 kept the puzzle table and an unused counter in `engine` and the ranks' objective RNG
     states in one list; format 2 keeps per-rank state in per-rank files."""
     engine = {k: v for k, v in trainer["engine"].items() if k in ("optimizer", "step")}
-    rngs = trainer.get("rng", [])
-    mine = {"objective": {"generator": rngs[rank]}} if len(rngs) == world else None
-    return {"engine": engine, "sampler": trainer["sampler"]}, mine
+    return {"engine": engine, "sampler": trainer["sampler"]}
 
 
 def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -242,19 +240,22 @@ class Checkpointer:
         elif self.ema is not None:
             self.warn(f"warning: {c.path.name} has no weight average: it starts from the restored weights")
         trainer = _load_pt(c.path / TRAINER)
-        if "rng" in trainer:
-            trainer, mine = _upgrade_v1(trainer, self.rank, self.world)
-        elif c.meta.world_size == self.world:
-            mine = _load_pt(c.path / rank_file(self.rank))
-        else:
-            mine = None
+        v1 = "rng" in trainer
+        if v1:
+            trainer = _upgrade_v1(trainer)
         for k, s in self.shared.items():
             if k in trainer:  # parts added after the checkpoint's format start afresh
                 s.load_state_dict(trainer[k])
-        if mine is None:
-            self.warn(f"warning: {c.path.name} was written by {c.meta.world_size} rank(s), this run has "
-                      f"{self.world}: objective state (RNG, rows in flight) starts afresh")
-        else:
+        if v1:  # its per-rank generators predate row-keyed randomness (objectives.RowNoise): start afresh
+            return c.meta
+        if c.meta.world_size == self.world:
+            mine = _load_pt(c.path / rank_file(self.rank))
             for k, s in self.per_rank.items():
                 s.load_state_dict(mine[k])
+        else:  # an elastic resize (or a resume on another number of workers): every rank's part
+            states = [_load_pt(c.path / rank_file(r)) for r in range(c.meta.world_size)]
+            for k, s in self.per_rank.items():
+                s.load_resharded([st[k] for st in states])
+            self.warn(f"{c.path.name} was written by {c.meta.world_size} rank(s), this run has {self.world}: "
+                      "each rank continues its slice of the global rows")
         return c.meta

@@ -179,7 +179,7 @@ def _finetune(args: argparse.Namespace) -> None:
         raise
     run = Run(storage, out.name)
     first, last = before_and_after(run)
-    print(f"run {out.name}: fine-tuned {location} ({args.trainable}) on {spec.data.path}, {last.get('batch', 0)} batches")
+    print(f"run {out.name}: fine-tuned {location} ({args.trainable}) on {spec.data.label}, {last.get('batch', 0)} batches")
     print(f"  demonstrations exact {first.get('train_exact_accuracy', float('nan')):.3f} -> "
           f"{last.get('train_exact_accuracy', float('nan')):.3f}, token accuracy "
           f"{first.get('train_accuracy', float('nan')):.3f} -> {last.get('train_accuracy', float('nan')):.3f} "
@@ -206,6 +206,9 @@ def _summary(out, spec) -> str:
         lines.append(f"  training puzzles: exact {m.get('train_exact_accuracy', 0):.3f}  token accuracy "
                      f"{m.get('train_accuracy', 0):.3f}")
         lines.append(f"  block applications per sample at evaluation: {m.get('block_apps_per_sample', 0)}")
+    if "report_blocked_s" in m:
+        lines.append(f"  rank 0 blocked in ray.train.report: {m['report_blocked_s']:.2f} s "
+                     f"({m['checkpoint_upload']} checkpoint upload)")
     lines.append(f"  best checkpoint: {out.best}")
     lines.append(f"  metrics: {out.run_dir}/metrics.jsonl")
     return "\n".join(lines)

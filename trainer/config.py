@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from arc_data.errors import DiscoError
+from arc_data.manifest import BuildConfig
 
 from .device import DevicePreference
 from .evaluate import PASS_KS, ScoringConfig
@@ -27,7 +28,12 @@ from .optim import OptimConfig
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="dataset directory written by `disco data build`")
+    path: str | None = Field(None, description="dataset directory written by `disco data build`; overrides recipe")
+    recipe: BuildConfig | None = Field(None, description="build settings of `disco data build` (sources, "
+                                       "augmentations, canvas, seed, filters): the dataset is built where it is "
+                                       "needed, once, into a cache keyed by its inputs (see cache)")
+    cache: str | None = Field(None, description="where recipe builds are kept (default: $DISCO_DATA_CACHE, else "
+                              ".datasets in the run storage when it is a path, else ~/.cache/disco/datasets)")
     eval_versions: int | None = Field(None, ge=1, description="augmented versions voted per test pair at "
                                       "evaluation (None = all; the reference uses all 1000)")
     validation_fraction: float = Field(0.0, ge=0, lt=1, description="share of scored puzzles held out as the "
@@ -38,6 +44,23 @@ class DataConfig(BaseModel):
         None, ge=1, description="train on at most K random examples of each puzzle per epoch (a new draw every "
         "epoch); None = all of them, as the reference (a puzzle that overflows a global batch is truncated there: "
         "set this for generated sets such as re-arc)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.path is None and self.recipe is None:
+            raise ValueError("data needs a path (a built dataset) or a recipe (how to build one)")
+        if self.path is not None and self.recipe is not None:
+            self.recipe = None  # `--set data.path=...` on a preset that has a recipe: the path wins
+        return self
+
+    @property
+    def label(self) -> str:
+        """How the data is named in messages and reports."""
+        if self.path is not None:
+            return self.path
+        r = self.recipe
+        return (f"recipe {'+'.join(r.sources)} x{r.augmentations} canvas {r.canvas}" + (f" tasks {r.tasks}" if r.tasks
+                else "") + (f" seed {r.seed}" if r.seed != 42 else ""))
 
 
 class DatasetRef(BaseModel):
@@ -52,8 +75,10 @@ class DatasetRef(BaseModel):
 class LoopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    unit: Literal["batches", "epochs"] = Field("batches", description="unit of the budget and the intervals; an "
-                                               "epoch is one random version of every puzzle (the reference)")
+    unit: Literal["batches", "epochs", "apps", "flops"] = Field(
+        "batches", description="unit of the budget and the intervals: batches; epochs (one random version of every "
+        "puzzle, the reference); apps (block-stack applications to training rows: the same compute for DIS and "
+        "TRM-ACT on any hardware); flops (the training FLOPs those imply, from the model's shape)")
     budget: float = Field(gt=0, description="training length in `unit`")
     global_batch_size: int = Field(768, ge=1, description="rows per step over all workers")
     eval_interval: float = Field(gt=0, description="evaluate (and checkpoint) every this many `unit`")
@@ -88,15 +113,34 @@ class RuntimeConfig(BaseModel):
     device: DevicePreference = Field("auto", description="auto = CUDA when the worker has a GPU")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU")
     compile: bool | None = Field(None, description="torch.compile the model; None = on CUDA only")
-    workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
+    workers: Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = Field(
+        1, description="Ray Train workers (DDP ranks); [min, max] = elastic: the run goes on with as many as the "
+        "cluster holds (at least min) and grows back to max when nodes return (docs/cluster.md)")
+    resize_check_s: float = Field(60, gt=0, description="elastic runs: how often a healthy run checks whether more "
+                                  "workers fit (growing restarts the workers from the latest checkpoint)")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker (also its torch threads)")
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (> 0 selects NCCL and CUDA)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint before failing")
     resource_timeout_minutes: float = Field(10, gt=0, description="fail, in one line, when the workers cannot be "
                                             "placed on the cluster within this time (instead of waiting forever)")
+    checkpoint_upload: Literal["auto", "sync", "async"] = Field(
+        "auto", description="how ray.train.report moves a checkpoint to storage: sync (training waits for the "
+        "copy), async (a background upload, one at a time; training goes on); auto = async for object storage")
+
+    @property
+    def max_workers(self) -> int:
+        return self.workers if isinstance(self.workers, int) else self.workers[1]
+
+    @property
+    def world_sizes(self) -> range:
+        """Every number of workers the run may train on."""
+        return range(self.max_workers, self.max_workers + 1) if isinstance(self.workers, int) else \
+            range(self.workers[0], self.workers[1] + 1)
 
     @model_validator(mode="after")
     def _device_matches_resources(self) -> RuntimeConfig:
+        if isinstance(self.workers, tuple) and self.workers[0] > self.workers[1]:
+            raise ValueError(f"runtime.workers {list(self.workers)}: min exceeds max")
         # Ray hides GPUs from workers that do not ask for one, and the backend (NCCL or gloo)
         # follows gpus_per_worker: a device that disagrees with it could never work.
         if self.device == "cpu" and self.gpus_per_worker > 0:
@@ -151,9 +195,12 @@ class RunSpec(BaseModel):
             # DIS tells each step its index; TRM without a step table may still carry one (unused).
             if value and getattr(self.model, key) != value:
                 raise ValueError(f"objective.method={self.objective.method} needs model.{key}: {str(value).lower()}")
-        if self.train.global_batch_size % self.runtime.workers:
+        # Ranks slice one global order into equal parts, so what is learned never depends on how many there are.
+        if bad := [n for n in self.runtime.world_sizes if self.train.global_batch_size % n]:
             raise ValueError(f"train.global_batch_size {self.train.global_batch_size} must be a multiple of "
-                             f"runtime.workers {self.runtime.workers}")
+                             + (f"runtime.workers {self.runtime.workers}" if isinstance(self.runtime.workers, int)
+                                else f"every worker count in runtime.workers {list(self.runtime.workers)} "
+                                f"(not {', '.join(map(str, bad))})"))
         if self.train.select_metric not in SELECT_METRICS:
             raise ValueError(f"train.select_metric {self.train.select_metric!r} is not one of "
                              f"{', '.join(sorted(SELECT_METRICS))}")
@@ -261,6 +308,19 @@ def derive(spec: RunSpec, overrides: list[str] | dict) -> RunSpec:
     a derived config (a sweep trial, a comparison seed, a budget) fails here, naming the field."""
     update = parse_overrides(overrides) if isinstance(overrides, list) else overrides
     return RunSpec.model_validate(merge(spec.model_dump(mode="json"), update))
+
+
+def absolute_data(spec: RunSpec) -> RunSpec:
+    """Workers chdir into Ray's session directory: every data path they see must be absolute."""
+    def absolute(p: str) -> str:
+        return str(Path(p).expanduser().resolve())
+
+    data = spec.data
+    if data.path is not None:
+        return derive(spec, {"data": {"path": absolute(data.path)}})
+    sources = [s if s in ("arc1", "arc2") else absolute(s) for s in data.recipe.sources]
+    return derive(spec, {"data": {"recipe": {"sources": sources}} | ({"cache": absolute(data.cache)} if data.cache
+                                                                      else {})})
 
 
 def suggest_key(loc: tuple) -> str | None:

@@ -20,10 +20,10 @@ import numpy as np
 
 from arc_data.errors import DiscoError
 
-from .config import DatasetRef, RunSpec, derive
+from .config import DatasetRef, RunSpec, absolute_data
 from .device import backend_for, uses_accelerator
 from .runs import Run, RunRecord, now, stamp
-from .storage import Storage
+from .storage import Storage, dataset_dir
 
 # Quiet, responsive Ray defaults (see docs/training.md); users can override any of them.
 RAY_ENV = {
@@ -201,17 +201,24 @@ def _prepare(run: Run, spec: RunSpec, resume: bool) -> tuple[RunSpec, RunRecord]
                              f"`disco train --resume {run.name}` or pick another --name")
         print(f"note: run {run.name!r} never reached a checkpoint; starting it afresh", file=sys.stderr)
         record = None
-    # Workers chdir into Ray's session directory: every path they see must be absolute.
-    spec = derive(spec, {"data": {"path": str(Path(spec.data.path).expanduser().resolve())}})
-    ds = ArcDataset(spec.data.path)  # fail here, not in every worker, when the data is missing
+    spec = absolute_data(spec)
+    ds = ArcDataset(_dataset_here(spec, run.storage))  # fail here, not in every worker, when the data is missing
     if resume and record.dataset.fingerprint != ds.fingerprint and not spec.data.allow_fingerprint_mismatch:
         raise DiscoError(f"run {run.name!r} was trained on dataset {record.dataset.fingerprint[:12]}, not "
                          f"{ds.fingerprint[:12]} ({ds.root}); set data.allow_fingerprint_mismatch=true to resume anyway")
     for line in data_warnings(spec, ds):
         print(f"warning: {line}", file=sys.stderr)
     new = RunRecord(name=run.name, status="running", spec=spec, storage=run.storage.uri,
-                    dataset=DatasetRef(path=spec.data.path, fingerprint=ds.fingerprint))
+                    dataset=DatasetRef(path=str(ds.root), fingerprint=ds.fingerprint))
     return spec, new.model_copy(update={"created": record.created}) if record else new
+
+
+def _dataset_here(spec: RunSpec, storage: Storage) -> str:
+    """The dataset's directory, built from its recipe first (with a progress bar) when not cached."""
+    path = dataset_dir(spec.data, storage, progress=True)
+    if spec.data.recipe is not None:
+        print(f"data: {spec.data.label} -> {path}", file=sys.stderr, flush=True)
+    return path
 
 
 def data_warnings(spec: RunSpec, ds) -> list[str]:
@@ -230,14 +237,14 @@ def data_warnings(spec: RunSpec, ds) -> list[str]:
     return out
 
 
-def _fits_this_machine(spec: RunSpec) -> None:
+def _fits_this_machine(spec: RunSpec, data: str) -> None:
     """On an embedded Ray every worker holds a copy of the puzzle table in this machine's memory."""
     from arc_data.dataset import ArcDataset
 
-    table = ArcDataset(spec.data.path).num_identifiers * spec.model.puzzle_emb_ndim * 4 * spec.runtime.workers
+    table = ArcDataset(data).num_identifiers * spec.model.puzzle_emb_ndim * 4 * spec.runtime.max_workers
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if table > 0.8 * memory:
-        raise DiscoError(f"{spec.runtime.workers} worker(s) would hold {table / 2**30:.1f} GiB of puzzle tables, more than "
+        raise DiscoError(f"{spec.runtime.max_workers} worker(s) would hold {table / 2**30:.1f} GiB of puzzle tables, more than "
                          f"this machine's {memory / 2**30:.1f} GiB allow: use fewer workers, a smaller "
                          "model.puzzle_emb_ndim or fewer augmentations, or a cluster (--address)")
 
@@ -256,7 +263,7 @@ def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callb
         train_loop_config={"spec": spec.model_dump(mode="json"), "name": run.name, "storage": run.storage,
                            "callbacks": list(worker_callbacks), "session": session},
         torch_config=TorchConfig(backend=backend_for(rt)),
-        scaling_config=ScalingConfig(num_workers=rt.workers, use_gpu=gpu,
+        scaling_config=ScalingConfig(num_workers=rt.workers, use_gpu=gpu, elastic_resize_monitor_interval_s=rt.resize_check_s,
                                      resources_per_worker={"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if gpu else {})),
         run_config=RunConfig(
             name=run.name, **run.storage.ray_run_config(),
@@ -282,13 +289,16 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, *, address: 
     run = Run(storage, name or new_run_name(spec))
     spec, record = _prepare(run, spec, resume)
     if address is None:
-        _fits_this_machine(spec)
+        _fits_this_machine(spec, record.dataset.path)
     rt = spec.runtime
-    started = connect(address, num_cpus=rt.workers * rt.cpus_per_worker, num_gpus=None)
+    started = connect(address, num_cpus=rt.max_workers * rt.cpus_per_worker, num_gpus=None)
     run.write(record)  # only once the cluster is reachable
     run.forget_ray_snapshot()
-    # Read by Ray Train's controller (propagated from this process when it starts).
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(30 * rt.resource_timeout_minutes)
+    # Read by Ray Train's controller (propagated from this process when it starts). Right after a
+    # node is lost the cluster still counts its resources, so an elastic restart first asks for too
+    # many workers: a short attempt lets the next one start with the workers that are there.
+    attempt_s = 30 * rt.resource_timeout_minutes
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(min(attempt_s, 60) if len(rt.world_sizes) > 1 else attempt_s)
     session = uuid.uuid4().hex[:12]
     trainer = _torch_trainer(run, spec, callbacks, worker_callbacks, session)
     stop = threading.Event()

@@ -38,17 +38,22 @@ from .model import TinyRecursiveModel
 from .objectives import TorchBatch, build_objective, token_metrics
 from .puzzle_emb import PuzzleEmbedding
 from .runs import Run, local_copy
+from .storage import dataset_dir
 from .tracking import Averages, NullTracker, Tracker, log
 
 
 class Plan:
-    """The run's length and intervals in batches (an epoch is the training examples of one epoch
-    over the global batch, which the sampler packs across epoch boundaries)."""
+    """The run's length and intervals in batches. An epoch is the training examples of one epoch
+    over the global batch (the sampler packs across epoch boundaries); a compute budget (`apps`,
+    `flops`) becomes the first whole batch that reaches it, so two methods under one budget spend it
+    within one batch of each other."""
 
-    def __init__(self, loop: LoopConfig, batches_per_epoch: float):
-        scale = batches_per_epoch if loop.unit == "epochs" else 1
-        self.batches_per_epoch = batches_per_epoch
-        self.total = max(1, math.ceil(loop.budget * scale))
+    def __init__(self, loop: LoopConfig, batches_per_epoch: float, apps_per_batch: float = 1.0,
+                 flops_per_batch: float = 1.0):
+        scale = {"batches": 1.0, "epochs": batches_per_epoch, "apps": 1 / apps_per_batch,
+                 "flops": 1 / flops_per_batch}[loop.unit]
+        self.batches_per_epoch, self.apps_per_batch, self.flops_per_batch = batches_per_epoch, apps_per_batch, flops_per_batch
+        self.total = max(1, math.ceil(loop.budget * scale - 1e-9))  # no extra batch from rounding noise
         self.eval_every = max(1, round(loop.eval_interval * scale))
         self.log_every = min(loop.log_interval, self.eval_every)
 
@@ -60,16 +65,19 @@ class Plan:
 
 
 class Progress:
-    """Batches trained and the training clock, continued across resumes."""
+    """Batches trained, the training clock and the time spent in ray.train.report (the worker
+    adds it), continued across resumes."""
 
     def __init__(self):
-        self.batch, self.train_time_s, self.samples = 0, 0.0, 0
+        self.batch, self.train_time_s, self.samples, self.report_blocked_s = 0, 0.0, 0, 0.0
 
     def state_dict(self) -> dict:
-        return {"batch": self.batch, "train_time_s": self.train_time_s, "samples": self.samples}
+        return {"batch": self.batch, "train_time_s": self.train_time_s, "samples": self.samples,
+                "report_blocked_s": self.report_blocked_s}
 
     def load_state_dict(self, state: dict) -> None:
         self.batch, self.train_time_s, self.samples = int(state["batch"]), float(state["train_time_s"]), int(state["samples"])
+        self.report_blocked_s = float(state.get("report_blocked_s", 0.0))  # absent before 2026-12
 
 
 class Callback(Protocol):
@@ -84,17 +92,19 @@ class Trainer:
         self.say = log if rank == 0 else (lambda msg: None)
         self.threads = set_cpu_threads(max(1, int(spec.runtime.cpus_per_worker)))
         self.rt = worker_runtime(spec.runtime, local_rank)
-        self.ds = ArcDataset(spec.data.path)
+        self.ds = ArcDataset(dataset_dir(spec.data, run.storage))  # a recipe is built on this node if missing
         self.model, self.emb = self._build_model()
         if spec.init is not None:
             # A resumed fine-tuning run restores its own checkpoint: the starting one is not needed.
             self._initialise(spec.init, load=not any(c.complete for c in run.checkpoints()))
         self.objective = build_objective(spec.objective, self.model.cfg, self.rt.dtype,
-                                         seed=spec.train.seed * 1000 + rank, device=self.rt.device)
+                                         seed=spec.train.seed, device=self.rt.device, rank=rank, world=world)
         self.objective.prepare(self.model)
         self.sampler = self.ds.train_sampler(spec.train.global_batch_size, rank, world, seed=spec.train.seed,
                                              max_examples=spec.data.max_examples_per_puzzle)
-        self.plan = Plan(spec.train, self.sampler.batches_per_epoch)
+        rows = spec.train.global_batch_size
+        self.plan = Plan(spec.train, self.sampler.batches_per_epoch, rows * self.objective.block_applications_per_row(),
+                         self.objective.optimizer_steps_per_batch * self.model.cfg.step_flops(rows))
         self.net = self._wrap(self.model)
         self.engine = Engine(self.net, self.emb, self.objective, spec.optim,
                              total_steps=self.plan.total * self.objective.optimizer_steps_per_batch)
@@ -195,13 +205,14 @@ class Trainer:
             self.tracker = Tracker(self.run.storage, self.run.name, self.spec, self.batch if resumed else None)
         if resumed:
             self.say(f"resumed from {self.restored_from} at batch {self.batch}/{self.plan.total}")
-            self.tracker.log({"kind": "resume", "batch": self.batch, "checkpoint": self.restored_from,
+            self.tracker.log({"kind": "resume", "batch": self.batch, "checkpoint": self.restored_from, "world_size": self.world,
                               "batches_total": self.plan.total, "session": session}, self.engine.step)
             return
         self.tracker.log({"kind": "start", "batch": 0, "world_size": self.world, "threads": self.threads,
                           "device": str(self.rt.device), "dtype": str(self.rt.dtype).removeprefix("torch."),
                           "params": sum(p.numel() for p in self.model.parameters()),
                           "batches_total": self.plan.total, "batches_per_epoch": self.plan.batches_per_epoch,
+                          "apps_per_batch": self.plan.apps_per_batch, "flops_per_batch": self.plan.flops_per_batch,
                           "block_apps_per_row": self.objective.block_applications_per_row(),
                           "copy_baseline_accuracy": self._copy_baseline(), "session": session}, 0)
 
@@ -233,7 +244,7 @@ class Trainer:
         p.train_time_s, self._clock = p.train_time_s + now - self._clock, now
         self._last_train = train
         self.tracker.log({"kind": "train", "batch": p.batch, "step": self.engine.step,
-                          "epoch": round(p.batch / self.plan.batches_per_epoch, 3),
+                          "epoch": round(p.batch / self.plan.batches_per_epoch, 3), **self._compute(),
                           "elapsed_s": round(now - self._t_start, 2), "train_time_s": round(p.train_time_s, 2),
                           "samples_per_s": round(p.samples / max(p.train_time_s, 1e-9), 2), **train}, self.engine.step)
 
@@ -247,10 +258,11 @@ class Trainer:
             train_accuracy = self._train_accuracy(eval_net)
         p = self.progress
         metrics = {"batch": p.batch, "step": self.engine.step, "epoch": round(p.batch / self.plan.batches_per_epoch, 3),
+                   **self._compute(),
                    "train_time_s": round(p.train_time_s, 2), "rank_weight_spread": self._weight_spread(),
                    "train_loss": self._last_train.get("loss", float("nan")),
                    "train_block_apps_per_sample": self.averages.apps_per_sample, "ema": ema is not None,
-                   **train_accuracy}
+                   "report_blocked_s": round(p.report_blocked_s, 3), **train_accuracy}
         metrics["eval_time_s"] = round(time.perf_counter() - t0, 2)
         if result is not None:  # rank 0
             metrics |= {k: v for k, v in result.metrics.items() if isinstance(v, int | float | str)}
@@ -280,6 +292,11 @@ class Trainer:
         self.tracker.close()
 
     # ------------------------------------------------------------------ measurements
+
+    def _compute(self) -> dict:
+        """Training compute spent so far: block-stack applications to rows, and their FLOPs."""
+        return {"train_block_apps": self.batch * self.plan.apps_per_batch,
+                "train_flops": self.batch * self.plan.flops_per_batch}
 
     def _train_accuracy(self, net: torch.nn.Module) -> dict:
         """Exact and token accuracy on the unaugmented training pairs of every puzzle."""

@@ -50,12 +50,12 @@ def watch(run: Run, interval: float = 5.0, once: bool = False, out=sys.stdout) -
     per change otherwise."""
     tty, last = out.isatty(), None
     while True:
+        record = run.read()  # before the snapshot: a run that ends in between is drawn once more
         lines = snapshot(run)
         if lines != last:
             out.write((CLEAR if tty else "") + "\n".join(lines) + "\n")
             out.flush()
             last = lines
-        record = run.read()
         if once or (record is not None and record.status != "running"):
             return
         time.sleep(interval)

@@ -80,9 +80,13 @@ def best_of(checkpoints: list[CheckpointInfo], metric: str) -> CheckpointInfo | 
 
 
 def to_retain(checkpoints: list[CheckpointInfo], keep: int, metric: str) -> set[str]:
-    """The `keep` best complete checkpoints and the latest one (which a resume starts from)."""
+    """The `keep` best complete checkpoints, the latest complete one (which a resume starts from)
+    and every checkpoint newer than that: still uploading (asynchronous uploads run one at a time,
+    oldest first) or the latest attempt. Only incomplete checkpoints older than a complete one are
+    damaged."""
     done = sorted((c for c in checkpoints if c.complete), key=lambda c: _rank(c, metric))
-    return {c.name for c in done[-keep:]} | ({checkpoints[-1].name} if checkpoints else set())
+    newest = max((c.batch for c in done), default=-1)
+    return {c.name for c in done[-keep:]} | {c.name for c in checkpoints if c.batch >= newest}
 
 
 class Run:

@@ -169,3 +169,14 @@ class Storage:
             pafs.copy_files(self.path(*parts), str(dest), source_filesystem=self.fs,
                             destination_filesystem=pafs.LocalFileSystem())
             yield dest
+
+
+def dataset_dir(data, storage: Storage, progress: bool = False) -> str:
+    """The run's dataset on this node: `data.path`, or the recipe's build in the data cache (built
+    here first if this node has none; see arc_data/cache.py). `data` is a trainer.config.DataConfig."""
+    if data.path is not None:
+        return data.path
+    from arc_data.cache import cached_dataset, default_cache
+
+    cache = data.cache or default_cache(storage.root if storage.is_local else None)
+    return str(cached_dataset(data.recipe, cache, progress))

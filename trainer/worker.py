@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import posixpath
 import tempfile
+import time
 
 from . import checkpoint as ckpt
 from .config import RunSpec
@@ -31,16 +32,31 @@ def train_loop(config: dict) -> dict:
     trainer.restore(posixpath.basename(given.path.rstrip("/")) if given is not None else None, config.get("session"))
     if trainer.restored_from is None and trainer.spec.init is not None and trainer.spec.init.eval_at_start:
         trainer.evaluate()  # batch 0: the pretrained network with blank puzzle embeddings
+    mode = upload_mode(trainer.spec.runtime.checkpoint_upload, trainer.run.storage.is_local)
     while not trainer.done:
         if trainer.train_batch():
             metrics = trainer.evaluate()
-            with tempfile.TemporaryDirectory(prefix="disco-ckpt-") as d:
-                trainer.save(d)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
-                                 checkpoint_dir_name=ckpt.dir_name(trainer.batch))
-            trainer.retain_checkpoints()  # the report returned: the checkpoint is in storage
+            d = tempfile.mkdtemp(prefix="disco-ckpt-")  # Ray deletes it once uploaded
+            trainer.save(d)
+            t0 = time.perf_counter()
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
+                             checkpoint_dir_name=ckpt.dir_name(trainer.batch), checkpoint_upload_mode=mode,
+                             delete_local_checkpoint_after_upload=True)
+            trainer.progress.report_blocked_s += time.perf_counter() - t0
+            trainer.retain_checkpoints()  # never touches a checkpoint still uploading (runs.to_retain)
     trainer.close()
-    return trainer.last_metrics
+    return trainer.last_metrics | {"report_blocked_s": round(trainer.progress.report_blocked_s, 3),
+                                   "checkpoint_upload": mode.value.lower()}
+
+
+def upload_mode(setting: str, local: bool):
+    """SYNC copies before report returns (cheap on a local disk); ASYNC uploads in the background,
+    one checkpoint at a time, so object storage never stalls training."""
+    from ray.train import CheckpointUploadMode
+
+    if setting == "auto":
+        setting = "sync" if local else "async"
+    return CheckpointUploadMode.SYNC if setting == "sync" else CheckpointUploadMode.ASYNC
 
 
 def _quiet_report_log() -> None:

@@ -12,17 +12,18 @@ import torch
 
 from ..model import ModelConfig
 from .act import ACTConfig, ACTObjective
-from .common import Objective, Prediction, StepOutput, TorchBatch, token_metrics, unwrap
+from .common import Objective, Prediction, RowNoise, StepOutput, TorchBatch, token_metrics, unwrap
 from .dis import DISConfig, DISObjective
 
 CONFIGS: dict[str, type[DISConfig] | type[ACTConfig]] = {"dis": DISConfig, "trm": ACTConfig}  # by `method`
 
 
 def build_objective(cfg: DISConfig | ACTConfig, model_cfg: ModelConfig, dtype: torch.dtype = torch.float32,
-                    seed: int = 0, device: torch.device | None = None) -> Objective:
-    """The objective of `cfg`; `dtype` is the compute dtype of activations and carries."""
+                    seed: int = 0, device: torch.device | None = None, rank: int = 0, world: int = 1) -> Objective:
+    """The objective of `cfg`; `dtype` is the compute dtype of activations and carries; this is
+    rank `rank` of `world` (the objective's randomness is drawn per global row, common.RowNoise)."""
     cls = DISObjective if isinstance(cfg, DISConfig) else ACTObjective
-    return cls(cfg, model_cfg, dtype=dtype, seed=seed, device=device)
+    return cls(cfg, model_cfg, dtype=dtype, noise=RowNoise(seed, rank, world, device), device=device)
 
 
 __all__ = ["CONFIGS", "ACTConfig", "ACTObjective", "DISConfig", "DISObjective", "Objective", "Prediction",

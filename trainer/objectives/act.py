@@ -22,6 +22,7 @@ from ..losses import IGNORE, LOSSES, row_mean_loss
 from ..model import Carry, ModelConfig
 from .common import (
     Prediction,
+    RowNoise,
     StepOutput,
     TorchBatch,
     answer_probability,
@@ -68,14 +69,14 @@ class ACTObjective:
     # averaged over scored rows, so a batch where nothing halted does not pull them towards zero.
     row_metrics = frozenset({"accuracy", "exact_accuracy", "steps", "block_apps_per_sample", "q_halt_accuracy"})
 
-    def __init__(self, cfg: ACTConfig, model_cfg: ModelConfig, dtype: torch.dtype = torch.float32, seed: int = 0,
-                 device: torch.device | None = None):
+    def __init__(self, cfg: ACTConfig, model_cfg: ModelConfig, dtype: torch.dtype = torch.float32,
+                 noise: RowNoise | None = None, device: torch.device | None = None):
         self.cfg, self.dtype = cfg, dtype
         self.steps = model_cfg.supervision_steps
         self.apps_per_step = sum(model_cfg.applications_per_step)
         self.ce = LOSSES[cfg.loss]
         self.device = torch.device(device or "cpu")
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.noise = noise or RowNoise(0, device=device)
         self.rows: _Rows | None = None
 
     def prepare(self, model) -> None:
@@ -114,8 +115,9 @@ class ACTObjective:
             halted = steps >= self.steps
             if self.steps > 1 and model.training:
                 halted |= q_halt > 0
-                u = torch.rand(b, generator=self.generator, device=steps.device)
-                floor = torch.randint(2, self.steps + 1, (b,), generator=self.generator, device=steps.device)
+                g, n = self.noise.next(), self.noise.world
+                u = self.noise.mine(torch.rand(b * n, generator=g, device=steps.device))
+                floor = self.noise.mine(torch.randint(2, self.steps + 1, (b * n,), generator=g, device=steps.device))
                 halted &= steps >= torch.where(u < self.cfg.halt_exploration_prob, floor, 0)
         lm_loss = row_mean_loss(self.ce(logits, labels), labels)
         q_loss = F.binary_cross_entropy_with_logits(q_halt, seq_correct.float())
@@ -152,8 +154,20 @@ class ACTObjective:
                           steps * self.apps_per_step, step_halts)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "rows": None if self.rows is None else self.rows.state_dict()}
+        return self.noise.state_dict() | {"rows": None if self.rows is None else self.rows.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.noise.load_state_dict(state)
         self.rows = None if state.get("rows") is None else _Rows.from_state(state["rows"], self.device)
+
+    def load_resharded(self, states: list[dict]) -> None:
+        """The state of a checkpoint written by another number of ranks (all ranks' states in rank
+        order). Ranks hold consecutive slices of the global batch and a halted row takes the same
+        row of the next batch, so the rows in flight concatenated in rank order are the global
+        rows: this rank continues its slice of them."""
+        self.noise.load_state_dict(states[0])
+        if any(s.get("rows") is None for s in states):
+            self.rows = None
+            return
+        whole = {k: torch.cat([s["rows"][k] for s in states]) for k in states[0]["rows"]}
+        self.rows = _Rows.from_state({k: self.noise.mine(v) for k, v in whole.items()}, self.device)

@@ -22,6 +22,7 @@ from ..losses import IGNORE, LOSSES, row_mean_loss
 from ..model import ModelConfig
 from .common import (
     Prediction,
+    RowNoise,
     StepOutput,
     TorchBatch,
     answer_probability,
@@ -58,8 +59,8 @@ class DISObjective:
     # Accuracy is measured on every row at the last step, so row weighting only matters for padding.
     row_metrics = frozenset({"accuracy", "exact_accuracy", "block_apps_per_sample"})
 
-    def __init__(self, cfg: DISConfig, model_cfg: ModelConfig, dtype: torch.dtype = torch.float32, seed: int = 0,
-                 device: torch.device | None = None):
+    def __init__(self, cfg: DISConfig, model_cfg: ModelConfig, dtype: torch.dtype = torch.float32,
+                 noise: RowNoise | None = None, device: torch.device | None = None):
         self.cfg, self.dtype = cfg, dtype
         self.steps = model_cfg.supervision_steps
         self.apps_per_step = sum(model_cfg.applications_per_step)
@@ -68,7 +69,7 @@ class DISObjective:
         n = self.steps
         w = torch.arange(1, n + 1, dtype=torch.float32) if cfg.step_weights == "linear" else torch.ones(n)
         self.weights = (w / w.mean()).tolist()
-        self.generator = torch.Generator(device=device or "cpu").manual_seed(seed)
+        self.noise = noise or RowNoise(0, device=device)
 
     def prepare(self, model) -> None:
         unwrap(model).q_head.requires_grad_(False)  # DIS never trains its halting head
@@ -81,8 +82,10 @@ class DISObjective:
 
     def train_steps(self, model, emb, batch: TorchBatch) -> Iterator[StepOutput]:
         b = batch.inputs.shape[0]
+        g, n = self.noise.next(), self.noise.world
+        scores = self.noise.mine(torch.rand((b * n, *batch.inputs.shape[1:]), generator=g, device=batch.inputs.device))
         frames = diffusion_frames(batch.inputs, batch.labels, self.steps, self.cfg.schedule, self.cfg.diff,
-                                  self.generator)
+                                  scores=scores)
         carry = unwrap(model).initial_carry(b, self.dtype)
         tokens = batch.inputs
         for s in range(1, self.steps + 1):
@@ -128,7 +131,11 @@ class DISObjective:
         return diffusion_frames(inputs, labels, self.steps, self.cfg.schedule, self.cfg.diff, g)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return self.noise.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.noise.load_state_dict(state)
+
+    def load_resharded(self, states: list[dict]) -> None:
+        """The state of a checkpoint written by another number of ranks (all ranks' states in rank order)."""
+        self.noise.load_state_dict(states[0])

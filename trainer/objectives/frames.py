@@ -47,19 +47,22 @@ def revealed_counts(schedule: str, steps: int, n: torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_frames(inputs: torch.Tensor, labels: torch.Tensor, steps: int, schedule: str = "linear",
-                     diff: str = "reference", generator: torch.Generator | None = None) -> torch.Tensor:
+                     diff: str = "reference", generator: torch.Generator | None = None,
+                     scores: torch.Tensor | None = None) -> torch.Tensor:
     """Target frames [B, steps+1, L].
 
     diff="reference": every cell where input != label differs, including PAD inputs under ignored
     labels, so early frames ask for PAD outside the answer (the reference's behaviour).
     diff="supervised": only cells the final label supervises can differ, and cells it ignores are
-    ignored in every frame.
+    ignored in every frame. `scores` (uniform [B, L]) orders the cells revealed; drawn from
+    `generator` when not given.
     """
     differs = inputs != labels
     if diff == "supervised":
         differs &= labels != IGNORE
     n = differs.sum(-1)
-    scores = torch.rand(inputs.shape, generator=generator, device=inputs.device)
+    if scores is None:
+        scores = torch.rand(inputs.shape, generator=generator, device=inputs.device)
     scores = scores.masked_fill(~differs, float("inf"))
     rank = scores.argsort(-1).argsort(-1)  # differing cells first, in a random order
     counts = revealed_counts(schedule, steps, n)  # [B, S]
