@@ -1,19 +1,22 @@
-"""ASHA's saving: the same sweep with early stopping and with every trial run to the end, one run.
+"""ASHA's saving: each search space swept twice in one run, with early stopping (the scheduler
+defaults a user gets) and with every trial run to the end, and the share of training it spends.
 
-    .venv/bin/python bench/sweep_efficiency.py [--trials 8] [--budget 80] [--eval-every 10]
+    .venv/bin/python bench/sweep_efficiency.py [--spaces cpu_tiny cpu_wide] [--trials 8] [--budget 160]
+                                               [--eval-every 10]
 
-Both sweeps use the `cpu_tiny` space (configs/sweeps/cpu_tiny.yaml) on the `make run` data, the
-same seed and the same number of trials. With at most 10 trials, Optuna's TPE is still in its
-random start-up phase, so both sweeps draw the same configurations and differ only in ASHA.
-Counts training batches actually run (from each trial's metrics.jsonl). Target:
-budget_fraction = ASHA batches / full batches <= 0.4, and whether both rank the same
-configuration first. The last line is JSON.
+Both sweeps of a space use the same seed and number of trials on the `make run` data. With at
+most 10 trials, Optuna's TPE is still in its random start-up phase, so both draw the same
+configurations and differ only in the scheduler. Counts training batches actually run (from each
+trial's metrics.jsonl). Target: budget_fraction = ASHA batches / full batches <= 0.35 with the same
+best configuration, on each space. Also replays synchronous successive halving on the full sweep's
+learning curves for reduction factors 2, 3, 4 (how the defaults were chosen). Last line: JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import tempfile
@@ -30,6 +33,7 @@ from trainer.config import preset_path  # noqa: E402
 from trainer.runs import Run  # noqa: E402
 from trainer.storage import Storage  # noqa: E402
 from tuning.leaderboard import leaderboard  # noqa: E402
+from tuning.space import Scheduler  # noqa: E402
 from tuning.sweep import RUNS, plan_sweep, run_sweep  # noqa: E402
 
 
@@ -38,48 +42,93 @@ def batches_run(storage: Storage, sweep: str) -> int:
     return sum(max((r["batch"] for r in Run(runs, name).metrics("train")), default=0) for name in runs.listdir())
 
 
+def curves(storage: Storage, sweep: str, metric: str) -> dict[str, list[float]]:
+    """Each trial's metric at every evaluation (the full sweep's learning curves)."""
+    runs = storage.child(sweep, RUNS)
+    return {name: [e[metric] for e in Run(runs, name).metrics("eval")] for name in runs.listdir()}
+
+
+def replay_halving(curves: dict[str, list[float]], rf: int, grace: int = 1) -> tuple[float, str]:
+    """Synchronous successive halving on recorded curves: (share of evaluations spent, the trial
+    with the best metric among what it would have trained)."""
+    full = max(len(c) for c in curves.values())
+    alive, spent, reached = list(curves), 0, {name: 0 for name in curves}
+    rung = grace
+    while alive:
+        stop_at = min(rung, full)
+        for name in alive:
+            spent += stop_at - reached[name]
+            reached[name] = stop_at
+        if stop_at == full:
+            break
+        alive = sorted(alive, key=lambda n: -curves[n][stop_at - 1])[: math.ceil(len(alive) / rf)]
+        rung *= rf
+    best = max(curves, key=lambda n: max(curves[n][: reached[n]]))
+    return spent / sum(len(c) for c in curves.values()), best
+
+
+def sweep_once(space: dict, kind: str, storage: Storage, tmp: str) -> dict:
+    space = {**space, "scheduler": {**space.get("scheduler", {}), "type": kind}}
+    name = f"{space['name']}-{kind}"
+    path = Path(tmp, f"{name}.yaml")
+    path.write_text(yaml.safe_dump({k: v for k, v in space.items() if k != "name"}))
+    t0 = time.perf_counter()
+    run_sweep(plan_sweep(str(path), name, storage), storage)
+    record, rows = leaderboard(storage, name)
+    out = {"sweep": name, "batches": batches_run(storage, name), "wall_s": time.perf_counter() - t0,
+           "best": rows[0]["params"], "best_metric": rows[0][record.metric],
+           "stopped_early": sum(r["status"] == "stopped early" for r in rows)}
+    print(f"  {kind:5} {out['batches']:5d} batches  {out['wall_s']:6.1f} s  {out['stopped_early']} stopped early  "
+          f"best {rows[0]['params']} ({record.metric} {rows[0][record.metric]:.4f})", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spaces", nargs="+", default=["cpu_tiny", "cpu_wide"])
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--budget", type=int, default=80, help="batches per full trial")
+    ap.add_argument("--budget", type=int, default=160, help="batches per full trial")
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--batch", type=int, default=16, help="global batch size")
     args = ap.parse_args()
     if args.trials > 10:
         raise SystemExit("--trials must be <= 10 (TPE's random phase; otherwise the sweeps draw different configs)")
+    summary = {}
     with tempfile.TemporaryDirectory(prefix="disco-bench-") as tmp:
         data = Path(tmp, "data")
         build_dataset(BuildConfig(sources=["arc1"], canvas=10, tasks=8, augmentations=2), data, progress=False)
-        shipped = preset_path("cpu_tiny", "sweep")
-        space = yaml.safe_load(shipped.read_text())
-        space["base"] = str(shipped.parent.parent / space["base"])
-        space["set"] |= {"data.path": str(data), "train.budget": args.budget, "train.eval_interval": args.eval_every,
-                         "train.global_batch_size": args.batch, "train.log_interval": args.eval_every}
-        space["trials"] = args.trials
         storage = Storage.of(str(Path(tmp, "runs")))
-        results = {}
-        for kind in ("asha", "fifo"):
-            space["scheduler"]["type"] = kind
-            path = Path(tmp, f"{kind}.yaml")
-            path.write_text(yaml.safe_dump(space))
-            t0 = time.perf_counter()
-            run_sweep(plan_sweep(str(path), kind, storage), storage)
-            record, rows = leaderboard(storage, kind)
-            results[kind] = {"batches": batches_run(storage, kind), "wall_s": time.perf_counter() - t0,
-                             "best": rows[0]["params"], "best_metric": rows[0][record.metric],
-                             "stopped_early": sum(r["status"] == "stopped early" for r in rows)}
-            print(f"{kind:5} {results[kind]['batches']:5d} batches  {results[kind]['wall_s']:6.1f} s  "
-                  f"{results[kind]['stopped_early']} stopped early  best {rows[0]['params']} "
-                  f"({record.metric} {rows[0][record.metric]:.4f})")
-    fraction = results["asha"]["batches"] / results["fifo"]["batches"]
-    same = results["asha"]["best"] == results["fifo"]["best"]
-    print(f"budget fraction (ASHA / full): {fraction:.3f}   target <= 0.4;  same best configuration: {same}")
+        for name in args.spaces:
+            shipped = preset_path(name, "sweep")
+            space = yaml.safe_load(shipped.read_text())
+            space["base"] = str(shipped.parent.parent / space["base"])
+            space["set"] |= {"data.path": str(data), "train.budget": args.budget, "train.eval_interval": args.eval_every,
+                             "train.global_batch_size": args.batch, "train.log_interval": args.eval_every}
+            space |= {"trials": args.trials, "name": name}
+            scheduler = Scheduler(**space.get("scheduler", {})).model_dump()
+            print(f"space {name}: ASHA grace {scheduler['grace_period']}, reduction factor "
+                  f"{scheduler['reduction_factor']} (evaluations); {args.trials} trials", flush=True)
+            full = sweep_once(space, "fifo", storage, tmp)
+            asha = sweep_once(space, "asha", storage, tmp)
+            learned = curves(storage, full["sweep"], yaml.safe_load(shipped.read_text()).get("metric", "val_pass@2"))
+            fifo_best = max(learned, key=lambda n: max(learned[n]))
+            for rf in (2, 3, 4):
+                share, best = replay_halving(learned, rf, scheduler["grace_period"])
+                print(f"  replayed synchronous halving, rf {rf}: {share:.3f} of the evaluations, "
+                      f"same best: {best == fifo_best}", flush=True)
+            fraction = asha["batches"] / full["batches"]
+            same = asha["best"] == full["best"]
+            print(f"  budget fraction (ASHA / full): {fraction:.3f}   target <= 0.35;  same best configuration: {same}",
+                  flush=True)
+            summary[name] = {"asha_batches": asha["batches"], "full_batches": full["batches"],
+                             "budget_fraction": round(fraction, 3), "same_best": same,
+                             "asha_best": asha["best"], "full_best": full["best"],
+                             "stopped_early": asha["stopped_early"], "asha_wall_s": round(asha["wall_s"], 1),
+                             "full_wall_s": round(full["wall_s"], 1), "reduction_factor": scheduler["reduction_factor"],
+                             "grace_period": scheduler["grace_period"]}
     print(json.dumps({"bench": "sweep_efficiency", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
                       "cores": os.cpu_count(), "trials": args.trials, "batches_per_full_trial": args.budget,
-                      "asha_batches": results["asha"]["batches"], "full_batches": results["fifo"]["batches"],
-                      "asha_wall_s": round(results["asha"]["wall_s"], 1), "full_wall_s": round(results["fifo"]["wall_s"], 1),
-                      "stopped_early": results["asha"]["stopped_early"], "budget_fraction": round(fraction, 3),
-                      "same_best": same}))
+                      "evaluations_per_full_trial": math.ceil(args.budget / args.eval_every), "spaces": summary}))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ def test_budgets_and_seeds_are_derived_through_validation():
     assert budget_overrides("samples=1", spec)[1] == "train.budget=1"  # at least one batch
     minutes = derive(spec, budget_overrides("minutes=2.5", spec))
     assert minutes.train.time_limit_minutes == 2.5 and minutes.train.budget == 1e9
-    for bad in ("samples", "samples=x", "hours=3", "minutes=-1"):
+    apps = [s for s in pair_specs("cpu_tiny", 1, "apps=3e9", []) if s.method in ("dis", "trm")]
+    assert {(s.train.unit, s.train.budget, s.train.eval_interval) for s in apps} == {("apps", 3e9, 1e9)}
+    assert derive(spec, budget_overrides("flops=1e15", spec)).train.unit == "flops"
+    for bad in ("samples", "samples=x", "hours=3", "minutes=-1", "apps=0"):
         with pytest.raises(DiscoError, match="--budget"):
             budget_overrides(bad, spec)
     specs = pair_specs("cpu_tiny", 2, "samples=320", [])

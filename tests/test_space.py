@@ -35,6 +35,23 @@ def test_a_trial_of_either_method_keeps_only_its_own_objective_keys():
         assert spec.train.select_metric == SPACE.metric and spec.data.validation_fraction == SPACE.validation_fraction
 
 
+def test_each_method_gets_its_own_fixed_values():
+    """`objective.method` as the axis, and each method's own step count under `methods`."""
+    space = SweepSpace.model_validate({
+        "base": "dis_cpu_tiny", "params": {"objective.method": {"choice": ["dis", "trm"]},
+                                           "optim.lr": {"loguniform": [1e-4, 1e-3]}},
+        "methods": {"dis": {"model.supervision_steps": 6}, "trm": {"model.supervision_steps": 16}}})
+    base = load_spec("dis_cpu_tiny")
+    assert set(space.params) == {"method", "optim.lr"}
+    dis = space.trial_spec(base, {"objective.method": "dis", "optim.lr": 3e-4})
+    trm = space.trial_spec(base, {"method": "trm", "optim.lr": 3e-4})
+    assert (dis.method, dis.model.supervision_steps) == ("dis", 6)
+    assert (trm.method, trm.model.supervision_steps, trm.model.timestep_embedding) == ("trm", 16, False)
+    with pytest.raises(ValidationError, match="methods.trm.optim.lr is also a searched parameter"):
+        SweepSpace.model_validate({"base": "dis_cpu_tiny", "params": {"optim.lr": {"choice": [1e-3]}},
+                                   "methods": {"trm": {"optim.lr": 1e-4}}})
+
+
 def test_workers_per_trial_go_through_validation():
     base = load_spec("dis_cpu_tiny")  # global batch 32
     record = SweepRecord(name="s", space=SPACE, base=base, trials=2, concurrency=1, workers_per_trial=4,
@@ -76,3 +93,28 @@ def test_the_command_line_set_wins_over_the_space_set_and_may_not_hide_a_searche
     assert plan_sweep(str(space), "t", storage).trial_spec({"optim.lr": 0.01}).train.budget == 120
     with pytest.raises(DiscoError, match="--set optim.lr is a searched parameter"):
         plan_sweep(str(space), "u", storage, overrides=["optim.lr=0.5"])
+
+
+class _Trial:
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+def test_asha_rechecks_a_promotion_once_peers_report():
+    """The first trial at a rung goes on (nothing to compare with); plain ASHA then lets it run to
+    the end, the rechecked one stops it at its next evaluation once it is not in the top half."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+    from tuning.asha import RecheckedASHA
+
+    def decisions(cls) -> list[str]:
+        s = cls(time_attr="training_iteration", metric="m", mode="max", max_t=8, grace_period=1, reduction_factor=2)
+        trials = {n: _Trial(n) for n in "abc"}
+        for t in trials.values():
+            s.on_trial_add(None, t)
+        return [s.on_trial_result(None, trials[n], {"training_iteration": i, "m": m})
+                for n, i, m in (("a", 1, 0.5), ("a", 2, 0.55), ("b", 1, 0.9), ("c", 1, 0.8), ("a", 3, 0.6))]
+
+    cont, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    assert decisions(AsyncHyperBandScheduler) == [cont, cont, cont, cont, cont]
+    assert decisions(RecheckedASHA) == [cont, cont, cont, cont, stop]  # a: 0.5 at rung 1, below b and c

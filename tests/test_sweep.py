@@ -7,12 +7,16 @@ refused before Ray starts. (~2.5 min; marked slow.)
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -25,7 +29,7 @@ from cluster.main import main
 from trainer.runs import Run
 from trainer.storage import Storage
 from tuning.export import pull
-from tuning.leaderboard import leaderboard
+from tuning.leaderboard import leaderboard, watch
 from tuning.sweep import RUNS, plan_sweep, read_sweep, run_sweep
 
 pytestmark = pytest.mark.slow
@@ -49,6 +53,24 @@ def space_file(tmp_path_factory, tiny_spec) -> Path:
     return root / "space.yaml"
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _study_states(storage: Storage, name: str) -> list[str]:
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{Path(storage.uri, name, 'study.db')}")
     return [t.state.name for t in study.trials]
@@ -58,6 +80,10 @@ def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_loc
     storage = Storage.of(str(tmp_path / "runs"))
     grid = run_sweep(plan_sweep(str(space_file), "s", storage), storage)
     assert len(grid) == 4 and all(r.error is None for r in grid)
+    lines = capsys.readouterr().out.splitlines()  # one line per trial state change
+    assert sum(" started " in x and "lr=" in x and "method=" in x for x in lines) == 4
+    assert any(" eval 1/4 " in x and "val_accuracy" in x for x in lines)
+    assert any("stopped early by ASHA at eval" in x for x in lines) and any("finished after 4" in x for x in lines)
     record, rows = leaderboard(storage, "s")
     assert len(rows) == 4 and record.status == "finished"
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
@@ -95,6 +121,42 @@ def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_loc
     assert main(["best", "s", "--storage", storage.uri, "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["rows"]) == 4
 
+    # The study opens in optuna-dashboard (the `dashboard` extra), with the one command the docs show.
+    port = _free_port()
+    dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"),
+                                  f"sqlite:///{Path(storage.uri, 's', 'study.db')}", "--host", "127.0.0.1",
+                                  "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        studies = _get_json(f"http://127.0.0.1:{port}/api/studies", timeout=60)
+        assert [st["study_name"] for st in studies["study_summaries"]] == ["s"]
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+    # `disco best --watch` redraws while the sweep runs and returns when it stops.
+    record = read_sweep(storage, "s")
+    storage.write_json(record.model_copy(update={"status": "running"}).model_dump(mode="json"), "s", "sweep.json")
+    view = io.StringIO()
+    watcher = threading.Thread(target=watch, args=(storage, "s", 0.1), kwargs={"out": view})
+    watcher.start()
+    time.sleep(1.0)
+    storage.write_json(record.model_dump(mode="json"), "s", "sweep.json")
+    watcher.join(timeout=30)
+    assert not watcher.is_alive() and view.getvalue().count("sweep s (running)") == 1
+    assert view.getvalue().count("sweep s (finished)") == 1
+    capsys.readouterr()
+
+    # Both methods on one axis: the Pareto front of accuracy against compute, and a report from the sweep.
+    assert main(["best", "s", "--pareto", "--storage", storage.uri]) == 0
+    out = capsys.readouterr().out
+    front = [line.split()[0] for line in out.split("cheapest first:")[1].splitlines() if line.strip().startswith("trial-")]
+    assert front and set(front) <= {r["trial"] for r in rows} and (tmp_path / "runs" / "s" / "pareto.png").stat().st_size
+    assert main(["compare", "--from", "s", "--storage", storage.uri, "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    best_of_method = {m: next(r["trial"] for r in rows if r["method"] == m) for m in ("dis", "trm")}
+    assert "best trial of each method in sweep s" in report and "![pareto.png](pareto.png)" in report
+    assert all(f"`{t}`" in report for t in best_of_method.values())
+
 
 def test_killed_sweep_resumes_to_exactly_the_requested_trials(ray_local, space_file, tmp_path):
     storage = Storage.of(str(tmp_path / "runs"))
@@ -120,7 +182,11 @@ def test_killed_sweep_resumes_to_exactly_the_requested_trials(ray_local, space_f
     assert len(set(trial_ids)) == 4
     _, rows = leaderboard(storage, "k")
     assert len(rows) == 4 and {r["trial"] for r in rows} == {f"trial-{Path(p).name.split('_')[2]}" for p in trial_ids}
-    assert _study_states(storage, "k").count("COMPLETE") == 4  # re-run trials report into their own study trial
+    states = _study_states(storage, "k")
+    assert states.count("COMPLETE") == 4  # re-run trials report into their own study trial
+    assert "RUNNING" not in states, states  # nothing the killed driver had in flight is left open ...
+    study = optuna.load_study(study_name="k", storage=f"sqlite:///{Path(storage.uri, 'k', 'study.db')}")
+    assert all("killed" in t.user_attrs["disco"] for t in study.trials if t.state.name == "FAIL")  # ... and says why
 
 
 def test_malformed_space_is_one_line_naming_the_field(tmp_path, capsys):

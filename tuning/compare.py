@@ -31,15 +31,22 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+BUDGETS = "samples=N, apps=N (block applications), flops=F or minutes=M"
+
+
 def budget_overrides(budget: str | None, spec: RunSpec) -> list[str]:
-    """samples=N -> the same number of training rows for both methods; minutes=M -> wall time."""
+    """samples=N -> the same number of training rows for both methods; apps=N / flops=F -> the same
+    compute (block applications to training rows, or the training FLOPs they imply), which DIS and
+    TRM-ACT spend at very different rates per row; minutes=M -> wall time."""
     if budget is None:
         return []
     kind, _, value = budget.partition("=")
     try:
         amount = float(value)
     except ValueError:
-        raise DiscoError(f"--budget {budget!r}: expected samples=N or minutes=M") from None
+        raise DiscoError(f"--budget {budget!r}: expected {BUDGETS}") from None
+    if kind in ("apps", "flops") and amount > 0:  # three evaluations, as for samples
+        return [f"train.unit={kind}", f"train.budget={amount!r}", f"train.eval_interval={amount / 3!r}"]
     if kind == "samples" and amount > 0:
         batches = max(1, round(amount / spec.train.global_batch_size))
         return ["train.unit=batches", f"train.budget={batches}",
@@ -47,7 +54,7 @@ def budget_overrides(budget: str | None, spec: RunSpec) -> list[str]:
     if kind == "minutes" and amount > 0:
         return [f"train.time_limit_minutes={amount}", "train.unit=batches", "train.budget=1000000000",
                 f"train.eval_interval={10 ** 9}"]
-    raise DiscoError(f"--budget {budget!r}: expected samples=N or minutes=M with a positive number")
+    raise DiscoError(f"--budget {budget!r}: expected {BUDGETS} with a positive number")
 
 
 def pair_specs(preset: str, seeds: int, budget: str | None, overrides: list[str]) -> list[RunSpec]:
@@ -75,7 +82,7 @@ def run_pair(specs: list[RunSpec], storage: Storage, prefix: str, address: str |
     from trainer.launch import connect, train
 
     names = []
-    started = connect(address, num_cpus=max(s.runtime.workers * s.runtime.cpus_per_worker for s in specs))
+    started = connect(address, num_cpus=max(s.runtime.max_workers * s.runtime.cpus_per_worker for s in specs))
     try:
         for spec in specs:
             name = f"{prefix}-{spec.method}-s{spec.train.seed}"
@@ -93,7 +100,8 @@ def check_comparable(runs: list[tuple[RunSpec, str | None]], allow: bool) -> Non
     None compares the data paths instead."""
     widths = {spec.model.hidden_size for spec, _ in runs}
     prints = {fp for _, fp in runs if fp is not None}
-    paths = {str(Path(spec.data.path).expanduser().resolve()) for spec, fp in runs if fp is None}
+    paths = {str(Path(spec.data.path).expanduser().resolve()) if spec.data.path else spec.data.recipe.model_dump_json()
+             for spec, fp in runs if fp is None}
     problems = []
     if len(widths) > 1:
         problems.append(f"widths differ ({sorted(widths)})")
@@ -133,6 +141,23 @@ class ComparedRun:
         from trainer.objectives import build_objective  # runs recorded before the start record had it
 
         return build_objective(self.spec.objective, self.spec.model).block_applications_per_row()
+
+
+def sweep_pick(storage: Storage, sweep: str) -> tuple[Storage, list[str], tuple]:
+    """The best trial of each method in a sweep (by the sweep's metric): (the trials' storage,
+    their names, (sweep record, leaderboard rows with the Pareto front marked))."""
+    from .leaderboard import leaderboard
+    from .sweep import RUNS
+
+    record, rows = leaderboard(storage, sweep, pareto=True)
+    names = []
+    for method in METHODS:
+        best = next((r for r in rows if r["method"] == method), None)
+        if best is None:
+            raise DiscoError(f"sweep {sweep!r} has no {method.upper()} trial with a checkpoint; a comparison needs "
+                             "both (search `method: {choice: [dis, trm]}`)")
+        names.append(best["trial"])
+    return storage.child(sweep, RUNS), names, (record, rows)
 
 
 def collect(storage: Storage, names: list[str]) -> list[ComparedRun]:

@@ -12,8 +12,9 @@ from trainer.storage import Storage
 from .sweep import APPS_METRIC, RUNS, SweepRecord, read_sweep
 
 
-def leaderboard(storage: Storage, sweep: str) -> tuple[SweepRecord, list[dict]]:
-    """(sweep record, one row per trial ranked by the sweep metric of its best checkpoint)."""
+def leaderboard(storage: Storage, sweep: str, pareto: bool = False) -> tuple[SweepRecord, list[dict]]:
+    """(sweep record, one row per trial ranked by the sweep metric of its best checkpoint); with
+    `pareto` (or a Pareto sweep) each row says whether it is on the front of metric vs compute."""
     record = read_sweep(storage, sweep)
     metric = record.metric
     runs = storage.child(sweep, RUNS)
@@ -41,7 +42,7 @@ def leaderboard(storage: Storage, sweep: str) -> tuple[SweepRecord, list[dict]]:
     rows.sort(key=lambda r: (-(r[metric] if r[metric] is not None else float("-inf")), r["trial"]))
     for i, r in enumerate(rows, start=1):
         r["rank"] = i
-    if record.objective == "pareto":
+    if pareto or record.objective == "pareto":
         front = pareto_front(rows, metric)
         for r in rows:
             r["pareto"] = r["trial"] in front
@@ -77,13 +78,18 @@ def format_table(record: SweepRecord, rows: list[dict]) -> str:
             f"ranked by {metric} on the validation split ({record.validation_fraction:.0%} of scored puzzles); "
             "test_pass@2 is on the other puzzles")
     cols = ["rank", "trial", "params", metric, "test_pass@2", APPS_METRIC, "batches", "status"]
-    if record.objective == "pareto":
+    if any("pareto" in r for r in rows):
         cols.append("pareto")
     table = [cols] + [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(cols))]
     lines = [head, ""] + ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in table]
     if rows:
         lines += ["", f"best checkpoint: {rows[0]['checkpoint']}"]
+    if front := [r for r in rows if r.get("pareto")]:
+        front.sort(key=lambda r: r[APPS_METRIC])
+        lines += ["", f"Pareto front ({metric} up, {APPS_METRIC} down), cheapest first:"]
+        lines += [f"  {r['trial']}  {r['method'].upper()}  {metric} {_fmt(r[metric])}  "
+                  f"{APPS_METRIC} {_fmt(r[APPS_METRIC])}  {_fmt(r['params'])}" for r in front]
     return "\n".join(lines)
 
 
@@ -119,3 +125,48 @@ def _fmt(v) -> str:
     if isinstance(v, dict):
         return " ".join(f"{k.split('.')[-1]}={_fmt(x)}" for k, x in v.items())
     return "-" if v is None else str(v)
+
+
+def run_checkpoints(storage: Storage, name: str) -> dict | None:
+    """A plain run's complete checkpoints ranked by its selection metric (best first), or None
+    when there is no such run."""
+    from trainer.runs import Run, best_of
+
+    run = Run(storage, name)
+    if (record := run.read()) is None:
+        return None
+    metric = record.spec.train.select_metric
+    done = [c for c in run.checkpoints() if c.complete]
+    ranked = []
+    while done:  # the same rule (and ties) as the run's own best
+        ranked.append(top := best_of(done, metric))
+        done.remove(top)
+    rows = [{"rank": i, "checkpoint": c.name, "batch": c.batch, metric: c.metrics.get(metric),
+             "pass@2": c.metrics.get("pass@2"), "location": run.checkpoint_location(c.name)}
+            for i, c in enumerate(ranked, start=1)]
+    cols = ["rank", "checkpoint", "batch", metric, "pass@2"]
+    table = [cols] + [[_fmt(r[c]) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    lines = [f"run {name} ({record.status}), {record.method.upper()}: checkpoints ranked by {metric}", ""]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in table]
+    lines += ["", f"best checkpoint: {rows[0]['location']}" if rows else "no complete checkpoint yet"]
+    return {"run": name, "metric": metric, "rows": rows, "text": "\n".join(lines)}
+
+
+def watch(storage: Storage, sweep: str, interval: float = 10.0, pareto: bool = False, out=None) -> None:
+    """Redraw the leaderboard whenever it changes, until the sweep stops running (or Ctrl-C)."""
+    import sys
+    import time
+
+    out = out or sys.stdout
+    last = None
+    while True:
+        record, rows = leaderboard(storage, sweep, pareto)
+        text = format_table(record, rows)
+        if text != last:
+            out.write(("\x1b[2J\x1b[H" if out.isatty() else "") + text + "\n\n")
+            out.flush()
+            last = text
+        if record.status not in ("planned", "running"):
+            return
+        time.sleep(interval)

@@ -46,7 +46,7 @@ def _plots(runs: list[ComparedRun], out: Path) -> list[str]:
         axes[0].plot([x["train_time_s"] for x in recs], acc, **style)
         axes[1].plot(compute, acc, **style)
     axes[0].set_xlabel("training wall-clock (s)")
-    axes[1].set_xlabel("block applications (cumulative, all samples)")
+    axes[1].set_xlabel(f"block applications (cumulative, all samples); budget {budget_label(runs)}")
     axes[1].set_xscale("log")
     axes[1].xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=5))  # labels that do not overlap
     axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -69,6 +69,16 @@ def _plots(runs: list[ComparedRun], out: Path) -> list[str]:
         fig.tight_layout()
         files.append(_save(fig, out / "dis_steps.png"))
     return files
+
+
+def budget_label(runs: list[ComparedRun]) -> str:
+    """The runs' training budget as given (e.g. `apps=3e+09`, `batches=300`, `minutes=60`)."""
+    labels = set()
+    for r in runs:
+        t = r.spec.train
+        labels.add(f"minutes={t.time_limit_minutes:g}" if t.time_limit_minutes and t.budget >= 10**8
+                   else f"{t.unit}={t.budget:g}")
+    return ", ".join(sorted(labels))
 
 
 def _step_targets(record: dict) -> list[int]:
@@ -135,8 +145,9 @@ def _table(runs: list[ComparedRun]) -> tuple[list[str], list[list[str]], dict]:
     return header, body, table
 
 
-def write_report(runs: list[ComparedRun], out: str | Path, title: str) -> Path:
-    """Write report.md, report.html and the pictures into the local directory `out`."""
+def write_report(runs: list[ComparedRun], out: str | Path, title: str, sweep: tuple | None = None) -> Path:
+    """Write report.md, report.html and the pictures into the local directory `out`; `sweep`
+    (record, leaderboard rows) adds the sweep's Pareto front of accuracy against compute."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header, body, table = _table(runs)
@@ -144,9 +155,22 @@ def write_report(runs: list[ComparedRun], out: str | Path, title: str) -> Path:
     spec, first = runs[0].spec, runs[0].run.record
     # Runs evaluated before scoring was labelled skipped empty crops and ranked in float32.
     scorings = sorted({r.final.get("scoring", "pre-reference (empty crops skipped)") for r in runs})
-    notes = [f"Data: `{spec.data.path}` (fingerprint `{first.dataset.fingerprint[:12]}`), "
+    notes = [f"Data: `{spec.data.label}` (fingerprint `{first.dataset.fingerprint[:12]}`), "
              f"{next(iter(table.values()))['puzzles']} scored puzzles per run; width D={spec.model.hidden_size}; "
-             f"scoring: {', '.join(scorings)}.", *NOTES]
+             f"scoring: {', '.join(scorings)}; budget per run: `{budget_label(runs)}`"
+             + (" (block applications to training rows, each run stopping at the first whole batch that reaches it: "
+                "the same compute for both methods)" if any(r.spec.train.unit in ("apps", "flops") for r in runs)
+                else "") + ".", *NOTES]
+    if sweep is not None:
+        from .leaderboard import plot_pareto
+
+        record, rows = sweep
+        pictures.append(plot_pareto(record, rows, out / "pareto.png").name)
+        front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["trial"])
+        notes.append(f"From sweep `{record.name}`: the best trial of each method by {record.metric} on the validation "
+                     f"split ({', '.join(f'`{r.run.name}`' for r in runs)}), out of {len(rows)} trials; the Pareto "
+                     f"front of {record.metric} against block applications per training sample: "
+                     + ", ".join(f"`{r['trial']}` ({r['method'].upper()})" for r in front) + ".")
     if short := [r.run.name for r in runs if len(r.evals) < 2 or len(r.train) < 2]:
         notes.append(f"Not enough evaluations or training logs for curves in {', '.join(short)}: the plots show "
                      "single points; give the runs a longer budget for trends.")
@@ -165,10 +189,11 @@ def write_report(runs: list[ComparedRun], out: str | Path, title: str) -> Path:
     return out / "report.md"
 
 
-def publish_report(runs: list[ComparedRun], storage: Storage, name: str, title: str) -> tuple[str, str]:
+def publish_report(runs: list[ComparedRun], storage: Storage, name: str, title: str,
+                   sweep: tuple | None = None) -> tuple[str, str]:
     """Write the report into `<storage>/<name>/` (local or remote); returns (its location, report.md's text)."""
     with tempfile.TemporaryDirectory(prefix="disco-report-") as tmp:
-        md = write_report(runs, Path(tmp, name), title)
+        md = write_report(runs, Path(tmp, name), title, sweep)
         text = md.read_text()
         storage.upload(Path(tmp, name), name)
     return storage.join(name), text

@@ -8,7 +8,11 @@
       objective.schedule: {choice: [linear, cosine, "power(2)"]}
       model.hidden_size: {choice: [64, 128]}
       optim.lr: {loguniform: [3.0e-4, 3.0e-3]}
-      method: {choice: [dis, trm]}           # switches objective.method and the timestep embedding
+      method: {choice: [dis, trm]}           # (or objective.method) switches the objective and what
+                                             # its network needs (DIS's timestep embedding)
+    methods:                                 # each method's own fixed values, applied when drawn
+      dis: {model.supervision_steps: 6}
+      trm: {model.supervision_steps: 16}
 
 Every key under `params` is a dotted run-config path (or `method`); every trial's config is
 validated by the same pydantic model as `disco train`, before the sweep starts for the base.
@@ -22,7 +26,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arc_data.errors import DiscoError
-from trainer.config import SELECT_METRICS, RunSpec, derive, load_spec, merge, preset_path, read_yaml_mapping
+from trainer.config import (
+    SELECT_METRICS,
+    RunSpec,
+    absolute_data,
+    load_spec,
+    merge,
+    preset_path,
+    read_yaml_mapping,
+)
 
 
 class Param(BaseModel):
@@ -65,10 +77,12 @@ class Param(BaseModel):
 class Scheduler(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early; fifo runs all to the end")
+    type: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early (promotions "
+                                          "rechecked as peers report, tuning/asha.py); fifo runs all to the end")
 
-    grace_period: int = Field(1, ge=1, description="evaluations every trial gets before ASHA may stop it")
-    reduction_factor: float = Field(2, gt=1, description="ASHA keeps 1/reduction_factor at each rung")
+    grace_period: int = Field(2, ge=1, description="evaluations every trial gets before ASHA may stop it (rung 1)")
+    reduction_factor: float = Field(4, gt=1, description="ASHA keeps the top 1/reduction_factor at each rung "
+                                    "(rungs at grace_period x reduction_factor^k evaluations)")
 
 
 class SweepSpace(BaseModel):
@@ -77,6 +91,9 @@ class SweepSpace(BaseModel):
     base: str = Field(description="run-config preset every trial starts from")
     set: dict[str, Any] = Field(default_factory=dict, description="fixed dotted overrides for every trial")
     params: dict[str, Param] = Field(min_length=1, description="searched dotted config keys")
+    methods: dict[Literal["dis", "trm"], dict[str, Any]] = Field(
+        default_factory=dict, description="per method, fixed dotted overrides applied to its trials (e.g. its own "
+        "supervision steps) after the sampled params")
     metric: str = Field("val_pass@2", description="what trials are ranked by (higher is better)")
     validation_fraction: float = Field(0.5, gt=0, lt=1, description="share of scored puzzles held out for "
                                        "selection; the others are the reported test split")
@@ -98,7 +115,16 @@ class SweepSpace(BaseModel):
         for key in v:
             if key != "method" and "." not in key:
                 raise ValueError(f"{key!r}: use a dotted config path such as optim.lr, or method")
-        return v
+        if "method" in v and "objective.method" in v:
+            raise ValueError("give method or objective.method, not both")
+        return {("method" if k == "objective.method" else k): p for k, p in v.items()}
+
+    @model_validator(mode="after")
+    def _methods(self) -> SweepSpace:
+        for method, fixed in self.methods.items():
+            if clash := sorted(set(fixed) & set(self.params)):
+                raise ValueError(f"methods.{method}.{clash[0]} is also a searched parameter; keep one")
+        return self
 
     def first_values(self) -> dict[str, Any]:
         """The first value (or lower bound) of every parameter: one concrete trial config."""
@@ -113,7 +139,9 @@ class SweepSpace(BaseModel):
 
         raw = merge(base.model_dump(mode="json"), {"data": {"validation_fraction": self.validation_fraction},
                                                    "train": {"select_metric": self.metric}})
-        for key, value in {**self.set, **(overrides or {}), **params}.items():
+        params = {("method" if k == "objective.method" else k): v for k, v in params.items()}
+        method = params.get("method", base.method)
+        for key, value in {**self.set, **(overrides or {}), **params, **self.methods.get(method, {})}.items():
             if key == "method":  # the network follows the objective (e.g. DIS's step embedding)
                 raw = merge(raw, {"objective": {"method": value}, "model": CONFIGS[value].model_settings})
             else:
@@ -132,7 +160,16 @@ def _nest(key: str, value: Any) -> dict:
 
 
 def load_space(ref: str | Path) -> tuple[SweepSpace, RunSpec]:
-    """The space (a file, or a shipped space by name) and its base preset's config."""
+    """The space (a file, or a shipped space by name) and its base preset's config, with every
+    dataset path made absolute (trials run in Ray's session directory)."""
+    space, base = read_space(ref)
+    if "data.path" in space.set:
+        space = space.model_copy(update={"set": space.set | {"data.path": absolute(space.set["data.path"])}})
+    return space, absolute_data(base)
+
+
+def read_space(ref: str | Path) -> tuple[SweepSpace, RunSpec]:
+    """The space and its base preset's config, as written."""
     path = preset_path(ref, "sweep")
     try:
         space = SweepSpace.model_validate(read_yaml_mapping(path, "search space"))
@@ -142,11 +179,7 @@ def load_space(ref: str | Path) -> tuple[SweepSpace, RunSpec]:
     # The base preset: as given (absolute or from the working directory), beside the space file or
     # up to two levels above it (configs/sweeps/x.yaml -> configs/...), else a shipped preset.
     candidates = [Path(space.base), *(parent / space.base for parent in list(path.resolve().parents)[:3])]
-    base = load_spec(next((c for c in candidates if c.is_file()), space.base))
-    # Trials run in Ray's session directory: every dataset path must be absolute.
-    if "data.path" in space.set:
-        space = space.model_copy(update={"set": space.set | {"data.path": absolute(space.set["data.path"])}})
-    return space, derive(base, {"data": {"path": absolute(base.data.path)}})
+    return space, load_spec(next((c for c in candidates if c.is_file()), space.base))
 
 
 def absolute(path: str) -> str:

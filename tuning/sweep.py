@@ -110,7 +110,9 @@ def plan_sweep(space_ref: str, name: str, storage: Storage, request: SweepReques
                          concurrency=request.concurrency or space.concurrency,
                          workers_per_trial=request.workers_per_trial, objective=request.objective, study_url=study_url,
                          overrides=sets)
-    record.trial_spec(space.first_values())  # fail now, not in trial 17
+    method = space.params.get("method")
+    for m in method.choice if method is not None and method.choice else [None]:  # every method's trials
+        record.trial_spec(space.first_values() | ({"method": m} if m else {}))  # fail now, not in trial 17
     return record
 
 
@@ -132,19 +134,30 @@ def run_trial(config: dict, sweep: dict, runs: Storage) -> None:
         tune.report({k: v for k, v in out.metrics.items() if isinstance(v, int | float | str)})
 
 
-def _progress_callback(metric: str):
-    """One line per trial evaluation and per finished trial, instead of Tune's tables."""
+def _progress_callback(metric: str, evaluations: int, scheduler: str):
+    """One line per trial state change (started with its params, each evaluation, stopped early by
+    ASHA, finished, failed), instead of Tune's tables; the leaderboard follows at the end."""
     from ray.tune import Callback
 
+    def params(trial) -> str:
+        return " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                        for k, v in (trial.config or {}).items())
+
     class Lines(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            print(f"  {trial.trial_id}  started   {params(trial)}", flush=True)
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            print(f"  {trial.trial_id}  eval {result.get('training_iteration')}  batch {result.get('batch')}  "
+            k = result.get("training_iteration")
+            print(f"  {trial.trial_id}  eval {k}/{evaluations}  batch {result.get('batch')}  "
                   f"{metric} {result.get(metric, float('nan')):.4f}  ({sum(t.status == 'RUNNING' for t in trials)} "
                   f"running, {sum(t.status == 'TERMINATED' for t in trials)} done)", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            print(f"  {trial.trial_id}  finished after {trial.last_result.get('training_iteration', 0)} evaluation(s)",
-                  flush=True)
+            k = trial.last_result.get("training_iteration", 0)
+            how = (f"stopped early by ASHA at eval {k}/{evaluations}" if scheduler == "asha" and k < evaluations
+                   else f"finished after {k} evaluation(s)")
+            print(f"  {trial.trial_id}  {how}  {metric} {trial.last_result.get(metric, float('nan')):.4f}", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             print(f"  {trial.trial_id}  failed (see its error file under the sweep directory)", flush=True)
@@ -155,9 +168,10 @@ def _progress_callback(metric: str):
 def _tuner(record: SweepRecord, storage: Storage, resume: bool, verbose: int):
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from .asha import RecheckedASHA
     from .searcher import ResumableOptunaSearch
 
     trainable = tune.with_resources(
@@ -172,8 +186,9 @@ def _tuner(record: SweepRecord, storage: Storage, resume: bool, verbose: int):
                                      mode=["max", "min"] if pareto else "max", seed=space.seed, study_name=record.name,
                                      storage=optuna.storages.RDBStorage(record.study_url))
     first = record.trial_spec(space.first_values()).train
-    scheduler = (ASHAScheduler(time_attr="training_iteration", metric=space.metric, mode="max",
-                               max_t=max(1, math.ceil(first.budget / first.eval_interval)),
+    evaluations = max(1, math.ceil(first.budget / first.eval_interval))
+    scheduler = (RecheckedASHA(time_attr="training_iteration", metric=space.metric, mode="max",
+                               max_t=evaluations,
                                grace_period=space.scheduler.grace_period,
                                reduction_factor=space.scheduler.reduction_factor)
                  if space.scheduler.type == "asha" else FIFOScheduler())
@@ -184,7 +199,8 @@ def _tuner(record: SweepRecord, storage: Storage, resume: bool, verbose: int):
         tune_config=tune.TuneConfig(num_samples=record.trials, scheduler=scheduler,
                                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=record.concurrency)),
         run_config=tune.RunConfig(name=record.name, **storage.ray_run_config(), verbose=verbose,
-                                  callbacks=[_progress_callback(space.metric)] if verbose == 0 else None,
+                                  callbacks=[_progress_callback(space.metric, evaluations, space.scheduler.type)]
+                                  if verbose == 0 else None,
                                   failure_config=tune.FailureConfig(max_failures=1)))
 
 
@@ -205,6 +221,7 @@ def run_sweep(record: SweepRecord, storage: Storage, address: str | None = None,
     try:
         grid = _tuner(record, storage, resume, verbose).fit()
         status = "finished"
+        _close_orphans(record)
     except (KeyboardInterrupt, SystemExit):
         status = "interrupted"
         raise KeyboardInterrupt from None
@@ -219,6 +236,28 @@ def run_sweep(record: SweepRecord, storage: Storage, address: str | None = None,
     for e in errors:
         print(f"warning: a trial failed: {_last_line(e)}")
     return grid
+
+
+def _close_orphans(record: SweepRecord) -> None:
+    """Close the Optuna trials a killed driver left RUNNING. Tune re-runs the trials its last
+    snapshot knew under their own study trials; one asked for after that snapshot is re-drawn as a
+    new trial, and its first study trial would stay RUNNING forever (and skew TPE and the study's
+    counts). Once every Tune trial has ended, nothing can still report into a RUNNING one."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = optuna.storages.RDBStorage(record.study_url)
+    study = optuna.load_study(study_name=record.name, storage=storage)
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    study_id = storage.get_study_id_from_name(record.name)
+    for t in orphans:
+        storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, t.number), "disco",
+                                    "in flight when the sweep's driver was killed; its configuration was drawn "
+                                    "again as a new trial")
+        study.tell(t.number, state=TrialState.FAIL)
+    if orphans:
+        print(f"closed {len(orphans)} Optuna trial(s) a killed driver left running (marked FAIL, see user attr "
+              "'disco'); every trial of the sweep is COMPLETE", flush=True)
 
 
 def _last_line(e: BaseException) -> str:
