@@ -25,7 +25,7 @@ EXCLUDES = [".venv", "runs", "data", ".git", ".pytest_cache", ".ruff_cache", "wa
 # The commands a job may run, and whether each starts Ray work (inside a job it must join the
 # cluster the job runs on, `--address auto`, instead of starting a private Ray of its own) and
 # writes runs (which must then go to storage that outlives the job's temporary working directory).
-COMMANDS = {"train": True, "sweep": True, "compare": True, "eval": False, "data": False}
+COMMANDS = {"train": True, "sweep": True, "compare": True, "finetune": True, "eval": False, "data": False}
 
 
 def _token_source() -> str | None:
@@ -113,6 +113,39 @@ def _durable_storage(argv: list[str], env_names: list[str]) -> None:
                          "or --storage s3://bucket/prefix (or --env DISCO_STORAGE set to one)")
 
 
+def _data_of(argv: list[str]) -> list[tuple[str, object]]:
+    """(where it is set, the data config or dataset path) of everything the command would read."""
+    from cluster.main import build_parser
+    from trainer.config import load_spec, parse_assignments
+    from tuning.compare import pair_specs
+    from tuning.space import read_space
+
+    args = build_parser().parse_args(argv)
+    if argv[0] == "train" and not args.resume:
+        return [(f"--config {args.config}", load_spec(args.config, args.set).data)]
+    if argv[0] == "compare" and args.preset:
+        return [(f"--preset {args.preset}", spec.data) for spec in pair_specs(args.preset, 1, None, args.set)]
+    if argv[0] == "sweep" and not args.resume:
+        space, base = read_space(args.space)
+        sets = space.set | parse_assignments(args.set)
+        return [(f"--space {args.space}", sets["data.path"] if "data.path" in sets else base.data)]
+    return [(f"{argv[0]} --data", args.data)] if getattr(args, "data", None) else []
+
+
+def _shipped_data(argv: list[str]) -> None:
+    """Refuse data a job could not find: the job runs in an uploaded copy of disco that leaves out
+    data/ and runs/ (EXCLUDES), so only absolute paths (on storage every node mounts) or recipes work."""
+    for where, data in _data_of(argv):
+        paths = [data] if isinstance(data, str) else [data.path] if data.path else [
+            s for s in data.recipe.sources if s not in ("arc1", "arc2")]
+        for path in paths:
+            if not Path(path).expanduser().is_absolute():
+                raise DiscoError(
+                    f"disco submit -- {argv[0]}: {where} reads data from the relative path {path}, which the job "
+                    "would not have (its working directory is an upload without data/ and runs/); name the data "
+                    "by recipe (data.recipe, as the stock presets do) or give an absolute path every node mounts")
+
+
 def submit(address: str | None, argv: list[str], env_names: list[str], working_dir: Path = PROJECT,
            submission_id: str | None = None, agent_wait_s: float = 60.0) -> str:
     entry = entrypoint(argv)
@@ -120,6 +153,7 @@ def submit(address: str | None, argv: list[str], env_names: list[str], working_d
     missing = [n for n in env_names if n not in os.environ]
     if missing:
         raise DiscoError(f"--env {', '.join(missing)}: not set in this environment")
+    _shipped_data(argv)
     c = client(address)
     env = {n: os.environ[n] for n in env_names}
     deadline = time.monotonic() + agent_wait_s

@@ -47,7 +47,7 @@ def _fits(spec, cpus: float, gpus: float, nodes: int, trials: int = 1) -> None:
     assert rt.gpus_per_worker > 0, "cluster configs are for the GPU presets"
     assert rt.cpus_per_worker <= cpus and rt.gpus_per_worker <= gpus, "one worker must fit one node"
     per_node = min(cpus // rt.cpus_per_worker, gpus // rt.gpus_per_worker)
-    assert per_node * nodes >= rt.workers * trials, "the group cannot scale to the run's workers"
+    assert per_node * nodes >= rt.max_workers * trials, "the group cannot scale to the run's workers"
 
 
 def test_launcher_yaml_passes_rays_schema_and_fits_the_gpu_presets():
@@ -73,8 +73,9 @@ def test_launcher_yaml_passes_rays_schema_and_fits_the_gpu_presets():
     assert any(f"pip install --quiet -e {mounted}" in c for c in config["setup_commands"])
     assert any("DISCO_STORAGE=/mnt/disco/runs" in c for c in config["setup_commands"])
     assert any("target=/mnt/disco" in o for o in config["docker"]["run_options"])
-    build = _disco_commands(" ; ".join(config["head_setup_commands"]))
-    assert build and build_parser().parse_args(build[0]).command == "data"
+    # No dataset to build or ship: the presets name theirs by recipe, cached in the shared runs directory.
+    assert all(load_spec(p).data.recipe is not None for p in GPU_PRESETS)
+    assert "data build" not in json.dumps(config)
 
 
 def test_kuberay_cluster_and_jobs_agree_with_each_other_and_the_cli():
@@ -105,17 +106,18 @@ def test_kuberay_cluster_and_jobs_agree_with_each_other_and_the_cli():
         token = next(e for e in env if e["name"] == "RAY_AUTH_TOKEN")["valueFrom"]["secretKeyRef"]
         assert token["name"] == spec["authOptions"]["secretName"]
 
-        build, run = _disco_commands(job["entrypoint"])
-        build, run = parser.parse_args(build), parser.parse_args(run)
-        assert (build.command, run.command) == ("data", command) and run.address == "auto"
-        assert f"data.path={build.out}" in run.set, "the job trains on the data it builds"
+        (run,) = _disco_commands(job["entrypoint"])
+        run = parser.parse_args(run)
+        assert run.command == command and run.address == "auto"
         if command == "train":
-            _fits(load_spec(run.config, run.set), cpus, gpus, group["maxReplicas"])
+            run_spec = load_spec(run.config, run.set)
+            assert run_spec.data.recipe is not None and len(run_spec.runtime.world_sizes) > 1, "recipe, elastic"
+            _fits(run_spec, cpus, gpus, group["maxReplicas"])
         else:
             space, base = load_space(run.space)
             trial = space.trial_spec(base, space.first_values() | {"runtime.workers": run.workers_per_trial},
                                      parse_assignments(run.set))
-            assert trial.data.path == build.out
+            assert trial.data.recipe is not None
             _fits(trial, cpus, gpus, group["maxReplicas"], trials=run.concurrency or space.concurrency)
 
 
@@ -140,4 +142,4 @@ def test_submitted_commands_that_train_join_the_jobs_cluster():
         assert build_parser().parse_args(shlex.split(entry)[3:]).address == "auto"
     assert entrypoint(["compare", "--address", "ray://h:10001"]).count("--address") == 1
     assert "--address" not in entrypoint(["data", "build", "--source", "arc1", "--out", "d"])
-    assert set(COMMANDS) == {"train", "sweep", "compare", "eval", "data"}
+    assert set(COMMANDS) == {"train", "sweep", "compare", "finetune", "eval", "data"}

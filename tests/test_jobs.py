@@ -209,3 +209,46 @@ def test_runs_beside_another_ray_instance_finish_without_tracebacks(head, job_co
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stdout + r.stderr and "multiple active Ray instances" not in r.stdout + r.stderr
     assert r.stdout.count("trial-") >= 3  # the leaderboard lists every trial
+
+
+def test_data_a_job_could_not_find_is_refused_before_submitting(head, job_config, tmp_path):
+    """The job's working directory is an upload without data/ and runs/: relative data paths are
+    refused in one line (nothing is submitted); recipes and absolute paths pass this check."""
+    storage = ["--storage", str(tmp_path)]
+    for argv in (["train", "--config", "dis_cpu_tiny", "--set", "data.path=data/arc1-tiny"],
+                 ["sweep", "--space", "cpu_tiny", "--name", "x", "--set", "data.path=data/arc1-tiny"],
+                 ["compare", "--preset", "cpu_tiny", "--set", "data.path=data/arc1-tiny"],
+                 ["train", "--config", "dis_cpu_tiny", "--set", "data.recipe.sources=[my_tasks]"]):
+        r = _disco("submit", "--", *argv, *storage, env=head["env"])
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "relative path" in r.stderr and "recipe" in r.stderr
+    assert not any(tmp_path.iterdir())
+    listed = _disco("jobs", "list", env=head["env"]).stdout
+    assert "data.path=data/arc1-tiny" not in listed
+
+
+def test_stock_presets_submit_unchanged_and_succeed(head, tmp_path):
+    """Exactly as a new user would: the shipped presets (data by recipe, built inside the job into
+    the run storage's data cache), shortened only in budget."""
+    short = ["--set", "train.budget=4", "--set", "train.eval_interval=4", "--set", "tracking.wandb=off"]
+    train = _disco("submit", "--", "train", "--config", "dis_cpu_tiny", "--storage", str(tmp_path), "--name", "stock",
+                   *short, env=head["env"])
+    assert train.returncode == 0, train.stderr
+    job = train.stdout.strip().splitlines()[-1]
+    follow = _disco("jobs", "logs", job, "--follow", env=head["env"], timeout=400)
+    assert follow.returncode == 0, follow.stdout[-3000:] + follow.stderr
+    assert "data: recipe arc1 x2 canvas 10 tasks 8" in follow.stdout and "run stock: DIS, 4 batches" in follow.stdout
+    compare = _disco("submit", "--", "compare", "--preset", "cpu_tiny", "--seeds", "1", "--budget", "samples=64",
+                     "--storage", str(tmp_path), "--set", "tracking.wandb=off", env=head["env"])
+    assert compare.returncode == 0, compare.stderr
+    job = compare.stdout.strip().splitlines()[-1]
+    follow = _disco("jobs", "logs", job, "--follow", env=head["env"], timeout=600)
+    assert follow.returncode == 0, follow.stdout[-3000:] + follow.stderr
+    assert _disco("jobs", "status", job, env=head["env"]).stdout.startswith(f"{job}: SUCCEEDED")
+    assert "DIS vs TRM-ACT" in _disco("jobs", "logs", job, env=head["env"]).stdout
+    # One cached dataset served all three runs; the runs are visible afterwards.
+    assert len(list((tmp_path / ".datasets").iterdir())) == 1
+    runs = _disco("runs", "list", "--storage", str(tmp_path), env=head["env"]).stdout
+    assert "stock" in runs and runs.count(" finished ") == 3
+    best = _disco("best", "stock", "--storage", str(tmp_path), env=head["env"])
+    assert best.returncode == 0 and f"best checkpoint: {tmp_path}/stock/checkpoint_000000004" in best.stdout
