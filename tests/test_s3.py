@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -142,8 +143,12 @@ def test_a_run_on_s3_survives_a_killed_worker_and_its_best_checkpoint_comes_back
     assert best.returncode == 0 and f"best checkpoint: {s3['uri']}/s3run/checkpoint_" in best.stdout
     pulled = _disco("pull", "s3run", "--storage", s3["uri"], "--out", str(tmp_path / "pulled"), env=env)
     assert pulled.returncode == 0, pulled.stderr
-    ev = _disco("eval", "--checkpoint", str(tmp_path / "pulled"), env=env)
+    # On a machine without the run's data cache, the checkpoint's recipe is built again (same fingerprint).
+    shutil.rmtree(env["DISCO_DATA_CACHE"])
+    elsewhere = env | {"DISCO_DATA_CACHE": str(tmp_path / "cache")}
+    ev = _disco("eval", "--checkpoint", str(tmp_path / "pulled"), env=elsewhere)
     assert ev.returncode == 0 and "pass@2" in ev.stdout, ev.stderr
+    assert len(list((tmp_path / "cache").iterdir())) == 1
     for text in (out, err, best.stdout, best.stderr, pulled.stdout, ev.stdout, ev.stderr, _bucket_text(fs)):
         assert s3["secret"] not in text
 

@@ -67,6 +67,12 @@ def load(path: str | Path, device: str = "auto") -> LoadedModel:
 def open_dataset(loaded: LoadedModel, data: str | None, allow_mismatch: bool = False) -> ArcDataset:
     """The data to evaluate on: `data` or the checkpoint's own dataset, fingerprint-checked."""
     path = data or loaded.meta.dataset.path
+    recipe = loaded.meta.spec.data.recipe
+    if data is None and not Path(path).exists() and recipe is not None:
+        # Trained on a recipe elsewhere (another node, or pulled to this machine): build it here, once.
+        from arc_data.cache import cached_dataset, default_cache
+
+        path = str(cached_dataset(recipe, default_cache(None)))
     if not Path(path).exists():
         raise DiscoError(f"dataset {path} (recorded in the checkpoint) not found; pass --data DIR")
     ds = ArcDataset(path)
