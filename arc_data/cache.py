@@ -19,15 +19,16 @@ from pathlib import Path
 from .build import build_dataset
 from .errors import DataError
 from .manifest import MANIFEST_FILE, SCHEMA_VERSION, BuildConfig
-from .sources import load_source
+from .sources import source_digest
 
 CACHE_ENV = "DISCO_DATA_CACHE"
 USER_CACHE = Path("~/.cache/disco/datasets")
 
 
 def recipe_key(recipe: BuildConfig) -> str:
-    """What the dataset's contents depend on, hashed (the sources are read and validated)."""
-    digests = [load_source(s, recipe.eval_subsets).sha256 for s in recipe.sources]
+    """What the dataset's contents depend on, hashed (the sources' files, not their parsed tasks:
+    a worker finding the dataset cached reads no task)."""
+    digests = [source_digest(s) for s in recipe.sources]
     blob = json.dumps({"schema": SCHEMA_VERSION, "build": recipe.model_dump(mode="json"), "sources": digests},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

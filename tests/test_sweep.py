@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from ports import free_port
 
 from arc_data.build import build_dataset
 from arc_data.manifest import BuildConfig
@@ -52,11 +52,6 @@ def space_file(tmp_path_factory, tiny_spec) -> Path:
     (root / "space.yaml").write_text(yaml.safe_dump(space))
     return root / "space.yaml"
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get_json(url: str, timeout: float) -> dict:
@@ -122,7 +117,7 @@ def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_loc
     assert len(json.loads(capsys.readouterr().out)["rows"]) == 4
 
     # The study opens in optuna-dashboard (the `dashboard` extra), with the one command the docs show.
-    port = _free_port()
+    port = free_port()
     dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"),
                                   f"sqlite:///{Path(storage.uri, 's', 'study.db')}", "--host", "127.0.0.1",
                                   "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

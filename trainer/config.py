@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from arc_data.errors import DiscoError
 from arc_data.manifest import BuildConfig
 
-from .device import DevicePreference
+from .device import DevicePreference, resource_conflict
 from .evaluate import PASS_KS, ScoringConfig
 from .model import ModelConfig
 from .objectives import ACTConfig, DISConfig
@@ -128,27 +128,21 @@ class RuntimeConfig(BaseModel):
         "copy), async (a background upload, one at a time; training goes on); auto = async for object storage")
 
     @property
-    def max_workers(self) -> int:
-        return self.workers if isinstance(self.workers, int) else self.workers[1]
-
-    @property
     def world_sizes(self) -> range:
         """Every number of workers the run may train on."""
-        return range(self.max_workers, self.max_workers + 1) if isinstance(self.workers, int) else \
-            range(self.workers[0], self.workers[1] + 1)
+        lo, hi = (self.workers, self.workers) if isinstance(self.workers, int) else self.workers
+        return range(lo, hi + 1)
+
+    @property
+    def max_workers(self) -> int:
+        return self.world_sizes[-1]
 
     @model_validator(mode="after")
     def _device_matches_resources(self) -> RuntimeConfig:
         if isinstance(self.workers, tuple) and self.workers[0] > self.workers[1]:
             raise ValueError(f"runtime.workers {list(self.workers)}: min exceeds max")
-        # Ray hides GPUs from workers that do not ask for one, and the backend (NCCL or gloo)
-        # follows gpus_per_worker: a device that disagrees with it could never work.
-        if self.device == "cpu" and self.gpus_per_worker > 0:
-            raise ValueError(f"runtime.device=cpu with runtime.gpus_per_worker={self.gpus_per_worker}: a CPU run "
-                             "must not reserve GPUs (set gpus_per_worker=0, or device auto/cuda)")
-        if self.device == "cuda" and self.gpus_per_worker == 0:
-            raise ValueError("runtime.device=cuda needs runtime.gpus_per_worker > 0 (Ray gives GPUs only to "
-                             "workers that ask for them)")
+        if why := resource_conflict(self.device, self.gpus_per_worker):
+            raise ValueError(why)
         return self
 
 

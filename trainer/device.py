@@ -32,6 +32,17 @@ def uses_accelerator(runtime: WorkerResources) -> bool:
     return runtime.gpus_per_worker > 0
 
 
+def resource_conflict(device: str, gpus_per_worker: float) -> str | None:
+    """Why a device preference can never work with the GPUs the worker reserves, or None. Ray
+    hides GPUs from workers that do not ask for one, and the backend follows gpus_per_worker."""
+    if device == "cpu" and gpus_per_worker > 0:
+        return (f"runtime.device=cpu with runtime.gpus_per_worker={gpus_per_worker}: a CPU run must not reserve "
+                "GPUs (set gpus_per_worker=0, or device auto/cuda)")
+    if device == "cuda" and gpus_per_worker == 0:
+        return "runtime.device=cuda needs runtime.gpus_per_worker > 0 (Ray gives GPUs only to workers that ask for them)"
+    return None
+
+
 def backend_for(runtime: WorkerResources) -> str:
     """torch.distributed backend of the run's workers: NCCL on GPUs, gloo on CPUs."""
     return "nccl" if uses_accelerator(runtime) else "gloo"

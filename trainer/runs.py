@@ -73,10 +73,14 @@ def _rank(c: CheckpointInfo, metric: str) -> tuple:
     return (value if isinstance(value, int | float) else float("-inf"), c.batch)
 
 
+def ranked(checkpoints: list[CheckpointInfo], metric: str) -> list[CheckpointInfo]:
+    """The complete checkpoints, best first by `metric` (higher is better); ties go to the later one."""
+    return sorted((c for c in checkpoints if c.complete), key=lambda c: _rank(c, metric), reverse=True)
+
+
 def best_of(checkpoints: list[CheckpointInfo], metric: str) -> CheckpointInfo | None:
-    """The complete checkpoint with the highest `metric` (higher is better); ties go to the later one."""
-    done = [c for c in checkpoints if c.complete]
-    return max(done, key=lambda c: _rank(c, metric)) if done else None
+    """The complete checkpoint with the highest `metric`; ties go to the later one."""
+    return next(iter(ranked(checkpoints, metric)), None)
 
 
 def to_retain(checkpoints: list[CheckpointInfo], keep: int, metric: str) -> set[str]:
@@ -84,9 +88,9 @@ def to_retain(checkpoints: list[CheckpointInfo], keep: int, metric: str) -> set[
     and every checkpoint newer than that: still uploading (asynchronous uploads run one at a time,
     oldest first) or the latest attempt. Only incomplete checkpoints older than a complete one are
     damaged."""
-    done = sorted((c for c in checkpoints if c.complete), key=lambda c: _rank(c, metric))
+    done = ranked(checkpoints, metric)
     newest = max((c.batch for c in done), default=-1)
-    return {c.name for c in done[-keep:]} | {c.name for c in checkpoints if c.batch >= newest}
+    return {c.name for c in done[:keep]} | {c.name for c in checkpoints if c.batch >= newest}
 
 
 class Run:

@@ -130,20 +130,15 @@ def _fmt(v) -> str:
 def run_checkpoints(storage: Storage, name: str) -> dict | None:
     """A plain run's complete checkpoints ranked by its selection metric (best first), or None
     when there is no such run."""
-    from trainer.runs import Run, best_of
+    from trainer.runs import ranked
 
     run = Run(storage, name)
     if (record := run.read()) is None:
         return None
     metric = record.spec.train.select_metric
-    done = [c for c in run.checkpoints() if c.complete]
-    ranked = []
-    while done:  # the same rule (and ties) as the run's own best
-        ranked.append(top := best_of(done, metric))
-        done.remove(top)
     rows = [{"rank": i, "checkpoint": c.name, "batch": c.batch, metric: c.metrics.get(metric),
              "pass@2": c.metrics.get("pass@2"), "location": run.checkpoint_location(c.name)}
-            for i, c in enumerate(ranked, start=1)]
+            for i, c in enumerate(ranked(run.checkpoints(), metric), start=1)]  # the run's own best rule
     cols = ["rank", "checkpoint", "batch", metric, "pass@2"]
     table = [cols] + [[_fmt(r[c]) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
