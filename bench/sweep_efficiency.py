@@ -1,5 +1,6 @@
-"""ASHA's saving: each search space swept twice in one run, with early stopping (the scheduler
-defaults a user gets) and with every trial run to the end, and the share of training it spends.
+"""Early stopping's saving: each search space swept twice in one run, with the scheduler defaults a
+user gets (synchronous halving, tuning/halving.py) and with every trial run to the end (FIFO), and
+the share of training the first spends.
 
     .venv/bin/python bench/sweep_efficiency.py [--spaces cpu_tiny cpu_wide] [--trials 8] [--budget 160]
                                                [--eval-every 10]
@@ -7,9 +8,10 @@ defaults a user gets) and with every trial run to the end, and the share of trai
 Both sweeps of a space use the same seed and number of trials on the `make run` data. With at
 most 10 trials, Optuna's TPE is still in its random start-up phase, so both draw the same
 configurations and differ only in the scheduler. Counts training batches actually run (from each
-trial's metrics.jsonl). Target: budget_fraction = ASHA batches / full batches <= 0.35 with the same
-best configuration, on each space. Also replays synchronous successive halving on the full sweep's
-learning curves for reduction factors 2, 3, 4 (how the defaults were chosen). Last line: JSON.
+trial's metrics.jsonl; a batch trained twice, e.g. after a pause, counts twice). Target:
+budget_fraction = early-stopped batches / full batches <= 0.35 with the same best configuration, on
+each space. Also replays synchronous halving on the full sweep's learning curves for reduction
+factors 2, 3, 4 (how the defaults were chosen). Last line: JSON.
 """
 
 from __future__ import annotations
@@ -37,22 +39,28 @@ from tuning.space import Scheduler  # noqa: E402
 from tuning.sweep import RUNS, plan_sweep, run_sweep  # noqa: E402
 
 
-def batches_run(storage: Storage, sweep: str) -> int:
+def batches_run(storage: Storage, sweep: str, log_interval: int) -> int:
+    """Training batches run by all trials: one train record per `log_interval` batches (the budget
+    is a multiple of it), so batches trained twice (redone after a restart) count twice."""
     runs = storage.child(sweep, RUNS)
-    return sum(max((r["batch"] for r in Run(runs, name).metrics("train")), default=0) for name in runs.listdir())
+    return sum(len(Run(runs, name).metrics("train")) * log_interval for name in runs.listdir())
 
 
 def curves(storage: Storage, sweep: str, metric: str) -> dict[str, list[float]]:
-    """Each trial's metric at every evaluation (the full sweep's learning curves)."""
+    """Each trial's metric at every evaluation (the full sweep's learning curves), in the order the
+    trials were drawn (their runs' creation, then name)."""
     runs = storage.child(sweep, RUNS)
-    return {name: [e[metric] for e in Run(runs, name).metrics("eval")] for name in runs.listdir()}
+    names = sorted(runs.listdir(), key=lambda n: (Run(runs, n).record.created, n))
+    return {name: [e[metric] for e in Run(runs, name).metrics("eval")] for name in names}
 
 
 def replay_halving(curves: dict[str, list[float]], rf: int, grace: int = 1) -> tuple[float, str]:
-    """Synchronous successive halving on recorded curves: (share of evaluations spent, the trial
-    with the best metric among what it would have trained)."""
+    """Synchronous successive halving on recorded curves, by the rule of tuning/halving.py (the
+    best score so far at the rung; ties to the trial drawn first): (share of evaluations spent,
+    the trial with the best metric among what it would have trained)."""
     full = max(len(c) for c in curves.values())
-    alive, spent, reached = list(curves), 0, {name: 0 for name in curves}
+    drawn = list(curves)
+    alive, spent, reached = list(drawn), 0, {name: 0 for name in drawn}
     rung = grace
     while alive:
         stop_at = min(rung, full)
@@ -61,13 +69,13 @@ def replay_halving(curves: dict[str, list[float]], rf: int, grace: int = 1) -> t
             reached[name] = stop_at
         if stop_at == full:
             break
-        alive = sorted(alive, key=lambda n: -curves[n][stop_at - 1])[: math.ceil(len(alive) / rf)]
+        alive = sorted(alive, key=lambda n: (-max(curves[n][:stop_at]), drawn.index(n)))[: math.ceil(len(alive) / rf)]
         rung *= rf
     best = max(curves, key=lambda n: max(curves[n][: reached[n]]))
     return spent / sum(len(c) for c in curves.values()), best
 
 
-def sweep_once(space: dict, kind: str, storage: Storage, tmp: str) -> dict:
+def sweep_once(space: dict, kind: str, storage: Storage, tmp: str, log_interval: int) -> dict:
     space = {**space, "scheduler": {**space.get("scheduler", {}), "type": kind}}
     name = f"{space['name']}-{kind}"
     path = Path(tmp, f"{name}.yaml")
@@ -75,7 +83,7 @@ def sweep_once(space: dict, kind: str, storage: Storage, tmp: str) -> dict:
     t0 = time.perf_counter()
     run_sweep(plan_sweep(str(path), name, storage), storage)
     record, rows = leaderboard(storage, name)
-    out = {"sweep": name, "batches": batches_run(storage, name), "wall_s": time.perf_counter() - t0,
+    out = {"sweep": name, "batches": batches_run(storage, name, log_interval), "wall_s": time.perf_counter() - t0,
            "best": rows[0]["params"], "best_metric": rows[0][record.metric],
            "stopped_early": sum(r["status"] == "stopped early" for r in rows)}
     print(f"  {kind:5} {out['batches']:5d} batches  {out['wall_s']:6.1f} s  {out['stopped_early']} stopped early  "
@@ -91,6 +99,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--batch", type=int, default=16, help="global batch size")
     args = ap.parse_args()
+    if args.budget % args.eval_every:
+        raise SystemExit("--budget must be a multiple of --eval-every (batches are counted from log records)")
     if args.trials > 10:
         raise SystemExit("--trials must be <= 10 (TPE's random phase; otherwise the sweeps draw different configs)")
     summary = {}
@@ -106,24 +116,25 @@ def main() -> None:
                              "train.global_batch_size": args.batch, "train.log_interval": args.eval_every}
             space |= {"trials": args.trials, "name": name}
             scheduler = Scheduler(**space.get("scheduler", {})).model_dump()
-            print(f"space {name}: ASHA grace {scheduler['grace_period']}, reduction factor "
-                  f"{scheduler['reduction_factor']} (evaluations); {args.trials} trials", flush=True)
-            full = sweep_once(space, "fifo", storage, tmp)
-            asha = sweep_once(space, "asha", storage, tmp)
+            print(f"space {name}: {scheduler['type']}, grace {scheduler['grace_period']}, reduction factor "
+                  f"{scheduler['reduction_factor']:g} (evaluations); {args.trials} trials", flush=True)
+            full = sweep_once(space, "fifo", storage, tmp, args.eval_every)
+            early = sweep_once(space, scheduler["type"], storage, tmp, args.eval_every)
             learned = curves(storage, full["sweep"], yaml.safe_load(shipped.read_text()).get("metric", "val_pass@2"))
             fifo_best = max(learned, key=lambda n: max(learned[n]))
             for rf in (2, 3, 4):
                 share, best = replay_halving(learned, rf, scheduler["grace_period"])
                 print(f"  replayed synchronous halving, rf {rf}: {share:.3f} of the evaluations, "
                       f"same best: {best == fifo_best}", flush=True)
-            fraction = asha["batches"] / full["batches"]
-            same = asha["best"] == full["best"]
-            print(f"  budget fraction (ASHA / full): {fraction:.3f}   target <= 0.35;  same best configuration: {same}",
-                  flush=True)
-            summary[name] = {"asha_batches": asha["batches"], "full_batches": full["batches"],
-                             "budget_fraction": round(fraction, 3), "same_best": same,
-                             "asha_best": asha["best"], "full_best": full["best"],
-                             "stopped_early": asha["stopped_early"], "asha_wall_s": round(asha["wall_s"], 1),
+            fraction = early["batches"] / full["batches"]
+            same = early["best"] == full["best"]
+            print(f"  budget fraction ({scheduler['type']} / full): {fraction:.3f}   target <= 0.35;  "
+                  f"same best configuration: {same}", flush=True)
+            summary[name] = {"scheduler": scheduler["type"], "early_batches": early["batches"],
+                             "full_batches": full["batches"], "budget_fraction": round(fraction, 3), "same_best": same,
+                             "early_best": early["best"], "full_best": full["best"],
+                             "early_best_metric": early["best_metric"], "full_best_metric": full["best_metric"],
+                             "stopped_early": early["stopped_early"], "early_wall_s": round(early["wall_s"], 1),
                              "full_wall_s": round(full["wall_s"], 1), "reduction_factor": scheduler["reduction_factor"],
                              "grace_period": scheduler["grace_period"]}
     print(json.dumps({"bench": "sweep_efficiency", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),

@@ -1,4 +1,4 @@
-"""Sweeps on a real embedded Ray: Tune + Optuna (sqlite study) + ASHA over real training runs of
+"""Sweeps on a real embedded Ray: Tune + Optuna (sqlite study) + synchronous halving over real training runs of
 both methods, the leaderboard, exporting the best checkpoint, resuming a killed sweep, and requests
 refused before Ray starts. (~2.5 min; marked slow.)
 
@@ -78,7 +78,18 @@ def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_loc
     lines = capsys.readouterr().out.splitlines()  # one line per trial state change
     assert sum(" started " in x and "lr=" in x and "method=" in x for x in lines) == 4
     assert any(" eval 1/4 " in x and "val_accuracy" in x for x in lines)
-    assert any("stopped early by ASHA at eval" in x for x in lines) and any("finished after 4" in x for x in lines)
+    assert any("stopped early at eval" in x for x in lines) and any("finished after 4" in x for x in lines)
+    # Synchronous halving (the default; grace 1, rf 2 -> rungs at evaluations 1 and 2): every trial
+    # waits paused at each rung it reaches, the best half goes on, and nothing is trained twice.
+    assert sum("paused at rung 1/2 (eval 1)" in x for x in lines) >= 3
+    assert any("rung 1/2 (eval 1): 2 of 4 go on" in x for x in lines)
+    assert any("rung 2/2 (eval 2): 1 of 2 go on" in x for x in lines)
+    logged = {d.name: [r["batch"] for r in Run(storage.child("s", RUNS), d.name).metrics("train")]
+              for d in Path(storage.uri, "s", RUNS).iterdir()}
+    assert all(len(b) == len(set(b)) for b in logged.values()), logged
+    assert sorted(len(b) for b in logged.values()) == [1, 1, 2, 4]  # evaluations 1+1+2+4 of the full 16
+    statuses = {n: Run(storage.child("s", RUNS), n).record.status for n in logged}
+    assert sorted(statuses.values()) == ["finished", "paused", "paused", "paused"]  # `disco train --resume` continues one
     record, rows = leaderboard(storage, "s")
     assert len(rows) == 4 and record.status == "finished"
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
@@ -90,7 +101,7 @@ def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_loc
         assert spec.model.timestep_embedding == (spec.method == "dis")
         assert (r["params"]["objective.schedule"] is not None) == (spec.method == "dis")
     assert rows[0]["val_accuracy"] >= rows[-1]["val_accuracy"]
-    assert any(r["status"] == "stopped early" for r in rows), "ASHA stopped no trial"
+    assert any(r["status"] == "stopped early" for r in rows), "halving stopped no trial"
     assert any(r["status"] == "complete" for r in rows)
     assert _study_states(storage, "s").count("COMPLETE") == 4  # the persistent Optuna study holds every trial
 
@@ -151,6 +162,19 @@ def test_tiny_sweep_stops_early_records_every_trial_and_exports_the_best(ray_loc
     best_of_method = {m: next(r["trial"] for r in rows if r["method"] == m) for m in ("dis", "trm")}
     assert "best trial of each method in sweep s" in report and "![pareto.png](pareto.png)" in report
     assert all(f"`{t}`" in report for t in best_of_method.values())
+
+
+def test_asha_remains_available_and_stops_on_the_runs_evaluation_index(ray_local, space_file, tmp_path, capsys):
+    space = yaml.safe_load(space_file.read_text())
+    space["scheduler"]["type"] = "asha"
+    (tmp_path / "asha.yaml").write_text(yaml.safe_dump(space))
+    storage = Storage.of(str(tmp_path / "runs"))
+    grid = run_sweep(plan_sweep(str(tmp_path / "asha.yaml"), "a", storage), storage)
+    assert len(grid) == 4 and all(r.error is None for r in grid)
+    assert "paused at rung" not in capsys.readouterr().out and not Path(storage.uri, "a", "scheduler").exists()
+    _, rows = leaderboard(storage, "a")
+    assert any(r["status"] == "stopped early" for r in rows) and any(r["status"] == "complete" for r in rows)
+    assert _study_states(storage, "a").count("COMPLETE") == 4
 
 
 def test_killed_sweep_resumes_to_exactly_the_requested_trials(ray_local, space_file, tmp_path):

@@ -249,7 +249,8 @@ def _fits_this_machine(spec: RunSpec, data: str) -> None:
                          "model.puzzle_emb_ndim or fewer augmentations, or a cluster (--address)")
 
 
-def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callbacks: list, session: str):
+def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callbacks: list, session: str,
+                   until_evaluation: int | None = None):
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -261,7 +262,8 @@ def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callb
     return TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec.model_dump(mode="json"), "name": run.name, "storage": run.storage,
-                           "callbacks": list(worker_callbacks), "session": session},
+                           "callbacks": list(worker_callbacks), "session": session,
+                           "until_evaluation": until_evaluation},
         torch_config=TorchConfig(backend=backend_for(rt)),
         scaling_config=ScalingConfig(num_workers=rt.workers, use_gpu=gpu, elastic_resize_monitor_interval_s=rt.resize_check_s,
                                      resources_per_worker={"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if gpu else {})),
@@ -279,10 +281,11 @@ def _torch_trainer(run: Run, spec: RunSpec, callbacks: list | None, worker_callb
 
 def train(spec: RunSpec, storage: Storage, name: str | None = None, *, address: str | None = None,
           resume: bool = False, progress: Literal["bar", "evals", "off"] | bool = "bar", callbacks: list | None = None,
-          worker_callbacks: list | tuple = ()) -> Outcome:
+          worker_callbacks: list | tuple = (), until_evaluation: int | None = None) -> Outcome:
     """Train (or resume) a run on Ray Train; `callbacks` are Ray Train callbacks on the driver,
     `worker_callbacks` Trainer callbacks in every worker (tests inject faults this way). `progress`:
-    a bar or a line per 10% plus evaluations, only the evaluations, or nothing (False)."""
+    a bar or a line per 10% plus evaluations, only the evaluations, or nothing (False). With
+    `until_evaluation` the run stops after that evaluation, recorded as paused (sweeps' halving)."""
     import ray
     import ray.train
 
@@ -300,7 +303,7 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, *, address: 
     attempt_s = 30 * rt.resource_timeout_minutes
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(min(attempt_s, 60) if len(rt.world_sizes) > 1 else attempt_s)
     session = uuid.uuid4().hex[:12]
-    trainer = _torch_trainer(run, spec, callbacks, worker_callbacks, session)
+    trainer = _torch_trainer(run, spec, callbacks, worker_callbacks, session, until_evaluation)
     stop = threading.Event()
     mode = {True: "bar", False: "off"}.get(progress, progress)
     bar = None if mode == "off" else threading.Thread(target=_Progress(run, session, mode).follow, args=(stop,),
@@ -326,6 +329,7 @@ def train(spec: RunSpec, storage: Storage, name: str | None = None, *, address: 
             ray.shutdown()
     best = run.best()
     metrics = result.return_value or result.metrics or {}
+    status = "paused" if metrics.get("paused") else status
     run.write(record.model_copy(update={"status": status, "updated": now(), "metrics": metrics}))
     return Outcome(run.name, run.location, metrics, run.checkpoint_location(best.name) if best else None)
 

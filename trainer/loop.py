@@ -63,6 +63,10 @@ class Plan:
     def log_due(self, batch: int) -> bool:
         return batch % self.log_every == 0
 
+    def evaluation(self, batch: int) -> int:
+        """The index (from 1) of the evaluation at `batch`; `evaluation(total)` is how many a run has."""
+        return math.ceil(batch / self.eval_every)
+
 
 class Progress:
     """Batches trained, the training clock and the time spent in ray.train.report (the worker
@@ -257,7 +261,9 @@ class Trainer:
             result = evaluate(eval_net, self.emb, self.objective, self.ds, self.rt.device, self.eval_options)
             train_accuracy = self._train_accuracy(eval_net)
         p = self.progress
-        metrics = {"batch": p.batch, "step": self.engine.step, "epoch": round(p.batch / self.plan.batches_per_epoch, 3),
+        metrics = {"batch": p.batch, "evaluation": self.plan.evaluation(p.batch),
+                   "evaluations": self.plan.evaluation(self.plan.total), "step": self.engine.step,
+                   "epoch": round(p.batch / self.plan.batches_per_epoch, 3),
                    **self._compute(),
                    "train_time_s": round(p.train_time_s, 2), "rank_weight_spread": self._weight_spread(),
                    "train_loss": self._last_train.get("loss", float("nan")),
@@ -266,6 +272,13 @@ class Trainer:
         metrics["eval_time_s"] = round(time.perf_counter() - t0, 2)
         if result is not None:  # rank 0
             metrics |= {k: v for k, v in result.metrics.items() if isinstance(v, int | float | str)}
+            # What the run's best checkpoint would score now (checkpoints are ranked by it); sweeps
+            # compare trials at a rung by it.
+            key = f"best_{self.spec.train.select_metric}"
+            scores = [m for m in (self.last_metrics.get(key), metrics.get(self.spec.train.select_metric))
+                      if isinstance(m, int | float) and not math.isnan(m)]
+            if scores:
+                metrics[key] = max(scores)
         self.tracker.log({"kind": "eval", **metrics}, self.engine.step)
         self.tracker.sync()
         self.last_metrics, self._eval_result, self._clock = metrics, result, None  # evaluations are not training time

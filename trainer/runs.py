@@ -27,7 +27,7 @@ from .tracking import METRICS_FILE, read_metrics
 
 RUN_FILE = "run.json"
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's, beside ours
-Status = Literal["running", "finished", "failed", "interrupted"]
+Status = Literal["running", "finished", "paused", "failed", "interrupted"]  # paused: stopped at train(until_evaluation=)
 
 
 def now() -> str:

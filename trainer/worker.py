@@ -20,7 +20,9 @@ from .runs import Run
 
 
 def train_loop(config: dict) -> dict:
-    """Entry point of every worker; `config` = {"spec": RunSpec dict, "name", "storage", "callbacks"}."""
+    """Entry point of every worker; `config` = {"spec": RunSpec dict, "name", "storage", "callbacks",
+    "until_evaluation"}. With `until_evaluation`, training pauses after that evaluation (its
+    checkpoint saved): the run resumes from there exactly, as if it had never stopped."""
     import ray.train
 
     _quiet_report_log()
@@ -33,7 +35,8 @@ def train_loop(config: dict) -> dict:
     if trainer.restored_from is None and trainer.spec.init is not None and trainer.spec.init.eval_at_start:
         trainer.evaluate()  # batch 0: the pretrained network with blank puzzle embeddings
     mode = upload_mode(trainer.spec.runtime.checkpoint_upload, trainer.run.storage.is_local)
-    while not trainer.done:
+    until, reported = config.get("until_evaluation"), 0
+    while not trainer.done and not (until is not None and trainer.last_metrics.get("evaluation", 0) >= until):
         if trainer.train_batch():
             metrics = trainer.evaluate()
             d = tempfile.mkdtemp(prefix="disco-ckpt-")  # Ray deletes it once uploaded
@@ -43,10 +46,12 @@ def train_loop(config: dict) -> dict:
                              checkpoint_dir_name=ckpt.dir_name(trainer.batch), checkpoint_upload_mode=mode,
                              delete_local_checkpoint_after_upload=True)
             trainer.progress.report_blocked_s += time.perf_counter() - t0
+            reported += 1
             trainer.retain_checkpoints()  # never touches a checkpoint still uploading (runs.to_retain)
     trainer.close()
     return trainer.last_metrics | {"report_blocked_s": round(trainer.progress.report_blocked_s, 3),
-                                   "checkpoint_upload": mode.value.lower()}
+                                   "checkpoint_upload": mode.value.lower(), "reported": reported,
+                                   "paused": not trainer.done}
 
 
 def upload_mode(setting: str, local: bool):

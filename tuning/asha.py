@@ -1,4 +1,5 @@
-"""ASHA whose promotions are provisional: the scheduler `disco sweep` uses by default.
+"""ASHA whose promotions are provisional (`scheduler: {type: asha}`; the default is synchronous
+halving, tuning/halving.py, which spends less with few trials: docs/tuning.md).
 
 Asynchronous successive halving decides at each rung from the results recorded there so far, so
 the first trials to reach a rung always go on (nothing to compare with) and, with few trials,
@@ -7,7 +8,7 @@ grid's training with 8 trials. Here a trial that went on is checked again at eve
 evaluation against each rung it passed, with everything recorded there since; once it is no
 longer in the top 1/reduction_factor of a rung, it stops. Early arrivals then cost a few
 evaluations instead of a whole run, and a trial's fate is the one synchronous successive halving
-would give it as soon as its peers have reported. Rungs are in evaluations (`training_iteration`):
+would give it as soon as its peers have reported. Rungs are in evaluations (the run's `evaluation`):
 grace period g, then g·rf, g·rf², … below the run's evaluation count.
 """
 

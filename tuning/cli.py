@@ -12,10 +12,10 @@ from arc_data.cli import command, next_step
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = command(sub, "sweep", "search configs with Ray Tune + Optuna (TPE) + ASHA", [
+    s = command(sub, "sweep", "search configs with Ray Tune + Optuna (TPE), stopping weak trials early (synchronous halving)", [
         "disco sweep --space cpu_tiny --name tiny", "disco sweep --space width --name w --objective pareto",
         "disco sweep --resume tiny"], "Run a hyperparameter sweep; every trial is a real disco training run.")
-    s.add_argument("--space", help="search space YAML, or the name of a shipped one (configs/sweeps/: cpu_tiny, "
+    s.add_argument("--space", help="search space YAML, or the name of a shipped one (configs/sweeps/: cpu_tiny, cpu_wide, "
                                     "dis_schedules, width)")
     s.add_argument("--name", help="sweep name (required unless --resume)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

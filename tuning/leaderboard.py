@@ -36,7 +36,8 @@ def leaderboard(storage: Storage, sweep: str, pareto: bool = False) -> tuple[Swe
             "train_exact_accuracy": m.get("train_exact_accuracy"), APPS_METRIC: m.get(APPS_METRIC),
             "parameters": start.get("params"), "batches": last, "samples": last * trial.spec.train.global_batch_size,
             "train_time_s": evals[-1].get("train_time_s") if evals else None,
-            "status": "complete" if total and last >= total else ("stopped early" if record.status != "running" else "running"),
+            "status": "complete" if total and last >= total else "stopped early" if record.status != "running"
+            else "paused" if trial.status == "paused" else "running",
             "checkpoint": run.checkpoint_location(best.name),
         })
     rows.sort(key=lambda r: (-(r[metric] if r[metric] is not None else float("-inf")), r["trial"]))

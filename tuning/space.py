@@ -77,11 +77,12 @@ class Param(BaseModel):
 class Scheduler(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early (promotions "
-                                          "rechecked as peers report, tuning/asha.py); fifo runs all to the end")
-
-    grace_period: int = Field(2, ge=1, description="evaluations every trial gets before ASHA may stop it (rung 1)")
-    reduction_factor: float = Field(4, gt=1, description="ASHA keeps the top 1/reduction_factor at each rung "
+    type: Literal["halving", "asha", "fifo"] = Field(
+        "halving", description="halving: synchronous successive halving, trials paused at each rung until "
+        "all have reported (tuning/halving.py); asha: asynchronous, promotions rechecked as peers report "
+        "(tuning/asha.py); fifo: every trial to the end")
+    grace_period: int = Field(2, ge=1, description="evaluations every trial gets before it may be stopped (rung 1)")
+    reduction_factor: float = Field(2, gt=1, description="the top 1/reduction_factor go on at each rung "
                                     "(rungs at grace_period x reduction_factor^k evaluations)")
 
 

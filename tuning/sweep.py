@@ -1,13 +1,13 @@
-"""`disco sweep`: Ray Tune + Optuna (persistent RDB study) + ASHA over real `disco train` runs.
+"""`disco sweep`: Ray Tune + Optuna (persistent RDB study) + synchronous halving over real `disco train` runs.
 
 Layout of `<storage>/<sweep>/`: Tune's experiment files (trial dirs, searcher state), `study.db`
 (the Optuna study, inspectable with `optuna-dashboard sqlite:///…/study.db`), `sweep.json` (the
-typed `SweepRecord`: space, request, status) and `runs/`, where every trial is a normal disco run
+typed `SweepRecord`: space, request, status), `scheduler/halving.json` (tuning/halving.py) and `runs/`, where every trial is a normal disco run
 (`trial-<id>`) readable with `disco runs --storage …/runs`.
 
 Each trial is a Tune function trainable that fits a `TorchTrainer` (`workers_per_trial` DDP
-workers) with `TuneReportCallback`, so every evaluation is one Tune iteration and ASHA can stop
-a trial between evaluations. The trial itself holds no CPU; its workers do. Every trial's config
+workers) with `TuneReportCallback`, so every evaluation is one Tune result and the scheduler can
+pause or stop a trial between evaluations (`tuning/halving.py`). The trial itself holds no CPU; its workers do. Every trial's config
 is derived by `SweepSpace.trial_spec` and validated; `plan_sweep` validates one before Ray starts.
 """
 
@@ -56,6 +56,20 @@ class SweepRecord(BaseModel):
     @property
     def validation_fraction(self) -> float:
         return self.space.validation_fraction
+
+    @property
+    def evaluations(self) -> int:
+        """Evaluations in a full trial (of the space's first values; the rungs are counted in them)."""
+        first = self.trial_spec(self.space.first_values()).train
+        return max(1, math.ceil(first.budget / first.eval_interval))
+
+    @property
+    def milestones(self) -> list[int]:
+        """The evaluations at which halving compares trials."""
+        from .halving import rung_milestones
+
+        s = self.space.scheduler
+        return rung_milestones(s.grace_period, s.reduction_factor, self.evaluations)
 
     def trial_spec(self, params: dict) -> RunSpec:
         """One trial's run config (the sampled params plus this sweep's workers per trial)."""
@@ -116,47 +130,69 @@ def plan_sweep(space_ref: str, name: str, storage: Storage, request: SweepReques
     return record
 
 
-def run_trial(config: dict, sweep: dict, runs: Storage) -> None:
-    """One trial (runs in a Tune actor): a disco training run that reports each evaluation to Tune."""
+def run_trial(config: dict, sweep: dict, home: Storage) -> None:
+    """One trial (runs in a Tune actor): a disco training run that reports each evaluation to Tune.
+    Under synchronous halving it trains only to its next rung and returns; the scheduler pauses it
+    there, and restarts it once it is promoted (the run resumes from the rung's checkpoint)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from trainer.launch import train
 
-    spec = SweepRecord.model_validate(sweep).trial_spec(config)
-    name = f"trial-{tune.get_context().get_trial_id()}"
-    # A restored sweep re-runs unfinished trials: their run continues from its last checkpoint.
-    resumed = Run(runs, name).read() is not None
-    out = train(spec, runs, name=name, resume=resumed, progress=False, callbacks=[TuneReportCallback()])
-    if resumed and out.metrics:
-        # The run may have had nothing left to train (killed after its last evaluation): report its
-        # final metrics once more so Tune and the searcher see a result for this trial.
-        tune.report({k: v for k, v in out.metrics.items() if isinstance(v, int | float | str)})
+    from .halving import Rungs
+
+    class Report(TuneReportCallback):
+        """Each evaluation to Tune, except the rung's: reported once the run has stopped cleanly
+        (the scheduler pauses the trial on it, which would cut the run's shutdown short)."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if until is None or metrics[0].get("evaluation") != until:
+                super().after_report(run_context, metrics, checkpoint)
+
+    record = SweepRecord.model_validate(sweep)
+    trial_id = tune.get_context().get_trial_id()
+    runs, name = home.child(RUNS), f"trial-{trial_id}"
+    until = Rungs.load(home, record.milestones).target(trial_id) if record.space.scheduler.type == "halving" else None
+    # A restored sweep re-runs unfinished trials, a promoted one restarts: the run continues from its last checkpoint.
+    state = Run(runs, name).read()
+    if until is not None and state is not None and state.status == "paused" and state.metrics.get("evaluation", 0) >= until:
+        metrics = state.metrics  # waiting at its rung when the driver was killed: say so again, no workers needed
+    else:
+        out = train(record.trial_spec(config), runs, name=name, resume=state is not None, progress=False,
+                    callbacks=[Report()], until_evaluation=until)
+        # Reported here: the rung's evaluation, or the last one when nothing was left to train
+        # (killed after it); so Tune, the scheduler and the searcher see this trial's result.
+        metrics = out.metrics if out.metrics.get("paused") or not out.metrics.get("reported") else {}
+    if metrics:
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
 
 
-def _progress_callback(metric: str, evaluations: int, scheduler: str):
-    """One line per trial state change (started with its params, each evaluation, stopped early by
-    ASHA, finished, failed), instead of Tune's tables; the leaderboard follows at the end."""
+def _progress_callback(metric: str, evaluations: int):
+    """One line per trial state change (started with its params, each evaluation, stopped early,
+    finished, failed; the halving scheduler adds pauses and rung decisions), instead of Tune's
+    tables; the leaderboard follows at the end."""
     from ray.tune import Callback
 
     def params(trial) -> str:
         return " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                         for k, v in (trial.config or {}).items())
 
+    def evaluation(result: dict) -> int:  # the run's own index: Tune's counter restarts with a paused trial
+        return result.get("evaluation", result.get("training_iteration", 0))
+
     class Lines(Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            print(f"  {trial.trial_id}  started   {params(trial)}", flush=True)
+            k = evaluation(trial.last_result or {})
+            print(f"  {trial.trial_id}  {f'resumed at eval {k}' if k else 'started'}   {params(trial)}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            k = result.get("training_iteration")
-            print(f"  {trial.trial_id}  eval {k}/{evaluations}  batch {result.get('batch')}  "
+            print(f"  {trial.trial_id}  eval {evaluation(result)}/{evaluations}  batch {result.get('batch')}  "
                   f"{metric} {result.get(metric, float('nan')):.4f}  ({sum(t.status == 'RUNNING' for t in trials)} "
                   f"running, {sum(t.status == 'TERMINATED' for t in trials)} done)", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            k = trial.last_result.get("training_iteration", 0)
-            how = (f"stopped early by ASHA at eval {k}/{evaluations}" if scheduler == "asha" and k < evaluations
-                   else f"finished after {k} evaluation(s)")
+            k = evaluation(trial.last_result)
+            how = f"stopped early at eval {k}/{evaluations}" if k < evaluations else f"finished after {k} evaluation(s)"
             print(f"  {trial.trial_id}  {how}  {metric} {trial.last_result.get(metric, float('nan')):.4f}", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -169,15 +205,15 @@ def _tuner(record: SweepRecord, storage: Storage, resume: bool, verbose: int):
     import optuna
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
 
     from .asha import RecheckedASHA
+    from .halving import RungLimiter, SyncHalving
     from .searcher import ResumableOptunaSearch
 
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, sweep=record.model_dump(mode="json"), runs=storage.child(record.name, RUNS)),
-        {"cpu": 0, "memory": 100 * 1024**2})  # the trial holds nothing; its Train workers take the CPUs
-    if resume:
+    home = storage.child(record.name)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=record.model_dump(mode="json"), home=home),
+                                    {"cpu": 0, "memory": 100 * 1024**2})  # the trial holds nothing; its Train workers take the CPUs
+    if resume:  # the scheduler and searcher come back from the experiment's own files
         return tune.Tuner.restore(storage.join(record.name), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True, restart_errored=False,
                                   **({} if storage.is_local else {"storage_filesystem": storage.fs}))
@@ -185,21 +221,21 @@ def _tuner(record: SweepRecord, storage: Storage, resume: bool, verbose: int):
     searcher = ResumableOptunaSearch(metric=[space.metric, APPS_METRIC] if pareto else space.metric,
                                      mode=["max", "min"] if pareto else "max", seed=space.seed, study_name=record.name,
                                      storage=optuna.storages.RDBStorage(record.study_url))
-    first = record.trial_spec(space.first_values()).train
-    evaluations = max(1, math.ceil(first.budget / first.eval_interval))
-    scheduler = (RecheckedASHA(time_attr="training_iteration", metric=space.metric, mode="max",
-                               max_t=evaluations,
-                               grace_period=space.scheduler.grace_period,
-                               reduction_factor=space.scheduler.reduction_factor)
-                 if space.scheduler.type == "asha" else FIFOScheduler())
+    s, say = space.scheduler, print if verbose == 0 else None
+    scheduler = {"halving": lambda: SyncHalving(space.metric, "max", record.milestones, s.reduction_factor, home,
+                                                     record.trials, say),
+                 "asha": lambda: RecheckedASHA(time_attr="evaluation", metric=space.metric, mode="max",
+                                               max_t=record.evaluations, grace_period=s.grace_period,
+                                               reduction_factor=s.reduction_factor),
+                 "fifo": FIFOScheduler}[s.type]()
     return tune.Tuner(
         trainable,
         param_space={k: p.tune_domain() for k, p in space.params.items()},
         # metric and mode live in the searcher and the scheduler (Tune refuses them twice)
         tune_config=tune.TuneConfig(num_samples=record.trials, scheduler=scheduler,
-                                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=record.concurrency)),
+                                    search_alg=RungLimiter(searcher, max_concurrent=record.concurrency)),
         run_config=tune.RunConfig(name=record.name, **storage.ray_run_config(), verbose=verbose,
-                                  callbacks=[_progress_callback(space.metric, evaluations, space.scheduler.type)]
+                                  callbacks=[_progress_callback(space.metric, record.evaluations)]
                                   if verbose == 0 else None,
                                   failure_config=tune.FailureConfig(max_failures=1)))
 
