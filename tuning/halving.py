@@ -10,12 +10,13 @@ decided on partial information, so no early arrival trains further than its rung
 starter is stopped before its peers are in: `bench/sweep_efficiency.py` measures both.
 
 The protocol with the trial (`tuning/sweep.run_trial`): a trial trains until the rung after the
-last one it was promoted from (`Rungs.target`, from `halving.json`) and then only waits; at a rung
-this scheduler always pauses or stops it, and a paused trial that is promoted restarts and resumes
-its run from the rung's checkpoint. Rungs are keyed on the `evaluation` index each evaluation
-reports (Tune's own counter restarts with the trial). Decisions are written to
-`scheduler/halving.json` in the sweep's directory before they take effect, so a resumed driver (and a restarted trial) knows
-them. Paused trials do not count towards the sweep's concurrency (`RungLimiter`).
+last one it was promoted from (`Rungs.target`), reports that evaluation once its run has stopped
+and returns; at a rung this scheduler always pauses or stops it, and a paused trial that is
+promoted restarts and resumes its run from the rung's checkpoint. Rungs are keyed on the
+`evaluation` index each evaluation reports (Tune's own counter restarts with the trial).
+Decisions are written to `scheduler/halving.json` in the sweep's directory before they take
+effect, so a resumed driver and a restarted trial know them. Paused trials do not count towards
+the sweep's concurrency (`RungLimiter`).
 """
 
 from __future__ import annotations
