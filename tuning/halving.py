@@ -134,8 +134,8 @@ class SyncHalving(FIFOScheduler):
             self._rungs = Rungs.load(self.home, self.milestones)
         return self._rungs
 
-    def save(self, rungs: Rungs) -> None:
-        rungs.save(self.home)
+    def _persist(self) -> None:  # not `save`: TrialScheduler.save(checkpoint_path) is Tune's API
+        self.rungs.save(self.home)
 
     def say(self, line: str) -> None:
         if self._say is not None:
@@ -162,7 +162,7 @@ class SyncHalving(FIFOScheduler):
             value = result.get(f"best_{self._metric}", result.get(self._metric))
             ok = isinstance(value, int | float) and not math.isnan(value)
             self.rungs.recorded[k][trial.trial_id] = self.sign * value if ok else -math.inf  # missing ranks last
-            self.save(self.rungs)
+            self._persist()
         self._decide(tune_controller, current=trial)
         promoted = self.rungs.promoted[k]
         if promoted is not None and trial.trial_id not in promoted:
@@ -180,7 +180,7 @@ class SyncHalving(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         if trial.trial_id not in self.rungs.order:  # Tune's ids are random: ties go by this order
             self.rungs.order.append(trial.trial_id)
-            self.save(self.rungs)
+            self._persist()
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:
         self._decide(tune_controller, gone=trial)  # a rung may have been waiting for this trial only
@@ -235,7 +235,7 @@ class SyncHalving(FIFOScheduler):
             ranked = sorted(cohort, key=lambda t: (-recorded[t], drawn.get(t, len(drawn))))  # ties: the earlier drawn
             keep = ranked[: max(1, math.ceil(len(ranked) / self.reduction_factor))]
             self.rungs.promoted[k] = keep
-            self.save(self.rungs)  # before acting: a restarted trial reads its new target from it
+            self._persist()  # before acting: a restarted trial reads its new target from it
             self.say(f"  rung {k + 1}/{len(self.rungs.milestones)} (eval {milestone}): {len(keep)} of {len(ranked)} "
                      f"go on: {', '.join(keep)}")
             trials = {t.trial_id: t for t in tune_controller.get_trials()}
